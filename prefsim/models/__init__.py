@@ -1,0 +1,1 @@
+"""Preference models: who prefers what, P(a > b)."""
