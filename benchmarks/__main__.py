@@ -1,0 +1,10 @@
+"""``python -m benchmarks list | run NAME [NAME...] | run all [--quick]``."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks._harness import main
+
+if __name__ == "__main__":
+  sys.exit(main())
