@@ -1,10 +1,16 @@
-"""prefsim: a theory-first simulation lab for preference learning in JAX."""
+"""prefsim: a theory-first simulation lab for preference learning in JAX.
 
+``prefsim.testing`` (hypothesis strategies for your tests) needs the
+``testing`` extra and is imported on its own: ``from prefsim import testing``.
+"""
+
+from prefsim import data
 from prefsim import models
+from prefsim import policies
 from prefsim.run import Algorithm
 from prefsim.run import run
 from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "models", "run", "sweep"]
+__all__ = ["Algorithm", "data", "models", "policies", "run", "sweep"]
