@@ -68,27 +68,23 @@ class Algorithm(NamedTuple):
   step: Callable[[jax.Array, State, Problem], tuple[State, Info]]
 
 
-def _check_key(key: jax.Array) -> None:
+def _check_run_args(key: Any, algorithm: Any, n_steps: Any) -> int:
+  """Checks what ``run`` and ``sweep`` share; returns ``n_steps`` as an int."""
   if not isinstance(key, jax.Array):
     raise TypeError(f"key must be a jax.random key, got {type(key).__name__}")
-  if not (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) or
-          (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))):
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  if not (typed or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))):
     raise TypeError("key must be a jax.random key (jax.random.key(seed) or "
                     f"jax.random.PRNGKey(seed)), got dtype {key.dtype} and "
                     f"shape {key.shape}")
-
-
-def _key_shape(key: jax.Array) -> tuple[int, ...]:
-  """The shape of ``key`` as an array of keys (raw uint32 keys end in 2)."""
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key.shape
-  return key.shape[:-1]
-
-
-def _check_algorithm(algorithm: Any) -> None:
+  keys_shape = key.shape if typed else key.shape[:-1]
+  if keys_shape != ():
+    raise ValueError(f"key must be a single key, got an array of keys of "
+                     f"shape {keys_shape}; sweep derives one key per seed")
   if not isinstance(algorithm, Algorithm):
     raise TypeError("algorithm must be a prefsim.Algorithm(init, step), got "
                     f"{type(algorithm).__name__}")
+  return _checks.check_static_int("n_steps", n_steps)
 
 
 def _run(key, algorithm, problem, n_steps):
@@ -121,12 +117,7 @@ def run(key: jax.Array, algorithm: Algorithm, problem: Problem,
     ``(final_state, infos)``: the state after ``T`` steps and every step's
     ``info`` stacked along a leading axis of length ``T``.
   """
-  _check_key(key)
-  if _key_shape(key) != ():
-    raise ValueError(f"key must be a single key, got an array of keys of "
-                     f"shape {_key_shape(key)}; use sweep for many seeds")
-  _check_algorithm(algorithm)
-  n_steps = _checks.check_static_int("n_steps", n_steps)
+  n_steps = _check_run_args(key, algorithm, n_steps)
   return _run_jit(key, algorithm, problem, n_steps)
 
 
@@ -190,12 +181,7 @@ def sweep(key: jax.Array, algorithm: Algorithm, problem: Problem, n_steps: int,
     ``(final_states, infos)`` with leading axes ``[S]`` (or ``[S, C]`` with
     ``problem_axis``); ``infos`` has the time axis ``T`` after them.
   """
-  _check_key(key)
-  if _key_shape(key) != ():
-    raise ValueError(f"key must be a single key, got an array of keys of "
-                     f"shape {_key_shape(key)}")
-  _check_algorithm(algorithm)
-  n_steps = _checks.check_static_int("n_steps", n_steps)
+  n_steps = _check_run_args(key, algorithm, n_steps)
   n_seeds = _checks.check_static_int("n_seeds", n_seeds)
   if problem_axis is not None:
     problem_axis = _checks.check_static_int("problem_axis", problem_axis, 0)
