@@ -118,3 +118,8 @@ def test_transformation_invariants():
               modes=("rev",), atol=1e-2, rtol=1e-2)
   pt.assert_traced_once(lambda r: policies.kl_optimal(ref, r, 0.5),
                         [(rewards,), (rewards + 1.0,)])
+  keys = jax.random.split(jax.random.key(0), 3)
+  pt.assert_jit_matches_eager(lambda k: policies.sample(k, ref, n=4), keys[0])
+  pt.assert_vmap_matches_loop(lambda k: policies.sample(k, ref), keys)
+  check_grads(lambda a: policies.expected_reward(a, rewards), (ref,), order=1,
+              modes=("rev",), atol=1e-2, rtol=1e-2)

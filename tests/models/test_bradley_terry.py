@@ -164,6 +164,32 @@ def test_jit_matches_eager():
       u, np.float32(-0.3), rtol=1e-6)
 
 
+def test_samplers_jit_matches_eager_and_vmap_over_keys():
+  u = jnp.linspace(-1.0, 1.0, 6)
+  i, j = jnp.array([0, 1, 2, 5]), jnp.array([3, 4, 5, 0])
+  key, keys = jax.random.key(4), jax.random.split(jax.random.key(5), 3)
+  samplers = [lambda k: bt.sample(k, u, i, j),
+              lambda k: bt.pl_sample(k, u, 5, m=3),
+              lambda k: bt.davidson_sample(k, u, jnp.float32(0.1), i, j)]
+  for sampler in samplers:
+    pt.assert_jit_matches_eager(sampler, key)
+    pt.assert_vmap_matches_loop(sampler, keys)
+
+
+def test_pl_and_davidson_fit_under_jit_and_vmap():
+  u = jnp.linspace(-1.0, 1.0, 5)
+  rankings = [bt.pl_sample(jax.random.key(s), u, 300, m=3) for s in (0, 1)]
+  fit_pl = lambda r: bt.pl_fit(r, 5, l2=0.1)
+  pt.assert_trees_allclose(jax.jit(fit_pl)(rankings[0]), fit_pl(rankings[0]),
+                           atol=1e-5)
+  pt.assert_vmap_matches_loop(fit_pl, jnp.stack(rankings), atol=1e-5)
+  i, j = jnp.array([0, 1, 2, 3, 4] * 60), jnp.array([1, 2, 3, 4, 0] * 60)
+  outcomes = bt.davidson_sample(jax.random.key(2), u, jnp.float32(0.0), i, j)
+  fit_d = lambda o: bt.davidson_fit(i, j, o, 5, l2=0.1)
+  pt.assert_trees_allclose(jax.jit(fit_d)(outcomes), fit_d(outcomes),
+                           atol=1e-5)
+
+
 def test_fit_vmap_matches_loop():
   ws, ls = zip(*(_data(s) for s in (0, 1)))
   pt.assert_vmap_matches_loop(lambda w, l: bt.fit(w, l, K),
