@@ -5,6 +5,7 @@
 """
 
 from prefsim import data
+from prefsim import losses
 from prefsim import models
 from prefsim import policies
 from prefsim.run import Algorithm
@@ -13,4 +14,4 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "data", "models", "policies", "run", "sweep"]
+__all__ = ["Algorithm", "data", "losses", "models", "policies", "run", "sweep"]

@@ -1,0 +1,43 @@
+"""Helpers shared by the loss modules: argument checks and safe primitives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from prefsim import _checks
+
+
+def as_float(x: Any) -> jax.Array:
+  """``x`` as a JAX array with a floating dtype (the default float for ints)."""
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    x = x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+  return x
+
+
+def pair(chosen: Any, rejected: Any, beta: Any, *,
+         names: tuple[str, str] = ("chosen_logratios", "rejected_logratios")
+         ) -> tuple[jax.Array, jax.Array]:
+  """Checks a pairwise loss's arguments; returns them as float arrays.
+
+  Raises ``ValueError`` naming the argument when the two slots differ in
+  shape or when a concrete ``beta`` is not positive. Inside ``jit`` a traced
+  ``beta`` cannot be checked; a non-positive one gives a meaningless loss.
+  """
+  _checks.check_same_shape(**{names[0]: chosen, names[1]: rejected})
+  _checks.check_positive("beta", beta)
+  chosen, rejected = as_float(chosen), as_float(rejected)
+  dtype = jnp.promote_types(chosen.dtype, rejected.dtype)
+  return chosen.astype(dtype), rejected.astype(dtype)
+
+
+def smoothed_logistic(z: jax.Array, eps: Any) -> jax.Array:
+  r""":math:`-(1-\epsilon)\log\sigma(z) - \epsilon\log\sigma(-z)`, the
+  logistic loss against the soft target :math:`1-\epsilon`; a literal
+  ``eps == 0`` skips the second term."""
+  if isinstance(eps, (int, float)) and eps == 0:
+    return -jax.nn.log_sigmoid(z)
+  return -(1 - eps) * jax.nn.log_sigmoid(z) - eps * jax.nn.log_sigmoid(-z)
