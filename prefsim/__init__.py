@@ -5,8 +5,10 @@
 """
 
 from prefsim import data
+from prefsim import loglinear
 from prefsim import losses
 from prefsim import models
+from prefsim import offline
 from prefsim import policies
 from prefsim.run import Algorithm
 from prefsim.run import run
@@ -14,4 +16,5 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "data", "losses", "models", "policies", "run", "sweep"]
+__all__ = ["Algorithm", "data", "loglinear", "losses", "models", "offline", "policies",
+           "run", "sweep"]

@@ -170,7 +170,8 @@ def flip(key: jax.Array, data: PreferenceData, eps: float) -> PreferenceData:
   Returns:
     The noisy :class:`PreferenceData`.
   References:
-    Chowdhury, Kini, Natarajan. Provably Robust DPO. ICML 2024, Section 3.
+    Chowdhury, Kini, Natarajan. Provably Robust DPO: Aligning Language
+    Models with Noisy Feedback. ICML 2024, arXiv:2403.00409.
   """
   _checks.check_in_range("eps", eps, 0.0, 1.0)
   swap = jax.random.bernoulli(key, eps, data.chosen.shape)
