@@ -14,6 +14,11 @@ import jax
 import numpy as np
 
 
+def default_float() -> Any:
+  """The default float dtype: float32, or float64 under ``jax_enable_x64``."""
+  return jax.dtypes.canonicalize_dtype(np.float64)
+
+
 def is_concrete(*xs: Any) -> bool:
   """True when every argument has a value now (no tracer among its leaves)."""
   return not any(

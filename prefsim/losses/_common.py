@@ -14,7 +14,7 @@ def as_float(x: Any) -> jax.Array:
   """``x`` as a JAX array with a floating dtype (the default float for ints)."""
   x = jnp.asarray(x)
   if not jnp.issubdtype(x.dtype, jnp.inexact):
-    x = x.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    x = x.astype(_checks.default_float())
   return x
 
 

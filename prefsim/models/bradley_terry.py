@@ -54,11 +54,6 @@ __all__ = [
 _DENSE_MAX_ITEMS = 256
 
 
-def _float_dtype() -> Any:
-  """The default float dtype: float32, or float64 under ``jax_enable_x64``."""
-  return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
 def _n_items_of(utilities: Any) -> int:
   _checks.check_ndim("utilities", utilities, 1, "one utility per item, [K]")
   return int(np.shape(utilities)[0])
@@ -270,7 +265,7 @@ def _newton_direction_cg(u, x, winners, losers, l2, g, counts, cg_iters):
                    static_argnames=("n_items", "method", "max_iter"))
 def _fit_core(winners, losers, l2, tol, *, n_items, method, max_iter):
   """Damped Newton ascent on the penalised BT log-likelihood (jitted)."""
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   k = n_items
   if method == "newton":
     counts = jnp.zeros((k, k), dtype).at[winners, losers].add(1)
@@ -402,7 +397,7 @@ def fit(winners: jax.typing.ArrayLike, losers: jax.typing.ArrayLike,
                      f"{method!r}")
   if method == "auto":
     method = "newton" if n_items <= _DENSE_MAX_ITEMS else "newton_cg"
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   if tol is None:
     tol = 1e-5 if dtype == jnp.float32 else 1e-10
   max_iter = _checks.check_static_int("max_iter", max_iter)
@@ -511,7 +506,7 @@ def pl_sample(key: jax.Array, utilities: jax.typing.ArrayLike, n: int,
 
 @functools.partial(jax.jit, static_argnames=("n_items", "max_iter"))
 def _pl_fit_core(rankings, l2, tol, *, n_items, max_iter):
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   n_rankings = rankings.shape[0]
 
   def loss(u):
@@ -569,7 +564,7 @@ def pl_fit(rankings: jax.typing.ArrayLike, n_items: int, *,
     r = np.asarray(rankings)
     _raise_if_no_mle("pl_fit", r[:, :-1].ravel(), r[:, 1:].ravel(), n_items,
                      "edges from each ranked item to the one above it")
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   if tol is None:
     tol = 1e-6 if dtype == jnp.float32 else 1e-10
   max_iter = _checks.check_static_int("max_iter", max_iter)
@@ -703,7 +698,7 @@ def davidson_sample(key: jax.Array, utilities: jax.typing.ArrayLike,
 @functools.partial(jax.jit, static_argnames=("n_items", "max_iter"))
 def _davidson_fit_core(i, j, outcomes, l2, tol, log_nu0, *, n_items,
                        max_iter):
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   n = i.shape[0]
 
   def loss(params):
@@ -764,7 +759,7 @@ def davidson_fit(i: jax.typing.ArrayLike, j: jax.typing.ArrayLike,
   _checks.check_ndim("i", i, 1, "one entry per comparison, [P]")
   _check_davidson(np.zeros(n_items), i, j, outcomes)
   _checks.check_nonnegative("l2", l2)
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   if _checks.is_concrete(outcomes):
     o = np.asarray(outcomes)
     tie_rate = float(np.mean(o == 1)) if o.size else 0.0

@@ -40,11 +40,6 @@ __all__ = [
 ]
 
 
-def _float_dtype():
-  """The default float dtype: float32, or float64 under ``jax_enable_x64``."""
-  return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
 def _check_square(name: str, p) -> int:
   _checks.check_ndim(name, p, 2, "a [K, K] preference matrix")
   k, k2 = np.shape(p)
@@ -103,7 +98,7 @@ def validate(p: jax.typing.ArrayLike, *, atol: float = 1e-6) -> jax.Array:
       raise ValueError(
           "p is not a preference matrix: p + p.T must equal 1, got "
           f"p[{i}, {j}] + p[{j}, {i}] = {a[i, j] + a[j, i]}")
-  return jnp.asarray(p, _float_dtype())
+  return jnp.asarray(p, _checks.default_float())
 
 
 def from_utilities(utilities: jax.typing.ArrayLike) -> jax.Array:
@@ -148,8 +143,8 @@ def rock_paper_scissors(strength: float | jax.Array = 1.0) -> jax.Array:
     ValueError: (when concrete) ``strength`` outside [0, 1].
   """
   _checks.check_in_range("strength", strength, 0.0, 1.0)
-  s = jnp.asarray(strength, _float_dtype())
-  nxt = jnp.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], _float_dtype())
+  s = jnp.asarray(strength, _checks.default_float())
+  nxt = jnp.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], _checks.default_float())
   return 0.5 * jnp.eye(3, dtype=s.dtype) + s * nxt + (1 - s) * nxt.T
 
 
@@ -176,7 +171,8 @@ def random_tournament(key: jax.Array, n: int) -> jax.Array:
     The preference matrix, shape [K, K], entries 0, 1 and 1/2 (diagonal).
   """
   n = _checks.check_static_int("n", n)
-  bits = jax.random.bernoulli(key, 0.5, (n, n)).astype(_float_dtype())
+  bits = jax.random.bernoulli(key, 0.5, (n, n))
+  bits = bits.astype(_checks.default_float())
   return _from_upper(bits)
 
 
@@ -209,7 +205,7 @@ def random_cyclic(key: jax.Array, n: int, *, scale: float = 3.0,
   _checks.check_positive("scale", scale)
   _checks.check_positive("min_logit", min_logit)
   k_a, k_p = jax.random.split(key)
-  a = jax.random.uniform(k_a, (n, n), _float_dtype(), -scale, scale)
+  a = jax.random.uniform(k_a, (n, n), _checks.default_float(), -scale, scale)
   a = jnp.triu(a, 1)
   a = a - a.T
   perm = jax.random.permutation(k_p, n)
@@ -258,8 +254,8 @@ def mixture_bt(weights: jax.typing.ArrayLike,
     if abs(total - 1.0) > 1e-5:
       raise ValueError(f"weights must sum to 1 (a distribution over users), "
                        f"got sum {total}")
-  w = jnp.asarray(weights, _float_dtype())
-  u = jnp.asarray(utilities, _float_dtype())
+  w = jnp.asarray(weights, _checks.default_float())
+  u = jnp.asarray(utilities, _checks.default_float())
   per_user = jax.nn.sigmoid(u[:, :, None] - u[:, None, :])  # [M, K, K]
   return jnp.einsum("m,mij->ij", w, per_user)
 

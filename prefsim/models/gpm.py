@@ -53,11 +53,6 @@ __all__ = ["embed", "fit", "log_likelihood", "prob", "score",
            "score_matrix"]
 
 
-def _float_dtype():
-  """The default float dtype: float32, or float64 under ``jax_enable_x64``."""
-  return jax.dtypes.canonicalize_dtype(jnp.float64)
-
-
 def _check_dim(dim: int) -> int:
   dim = _checks.check_static_int("dim", dim, minimum=2)
   if dim % 2:
@@ -249,7 +244,7 @@ def embed(logits: jax.typing.ArrayLike, dim: int | None = None
     if err > 1e-5 * max(1.0, np.max(np.abs(a))):
       raise ValueError(f"logits must be skew-symmetric (A.T == -A), got "
                        f"max |A + A.T| = {err}")
-  return _embed_core(jnp.asarray(logits, _float_dtype()), dim=dim)
+  return _embed_core(jnp.asarray(logits, _checks.default_float()), dim=dim)
 
 
 @functools.partial(jax.jit, static_argnames=("dim",))
@@ -278,7 +273,7 @@ def _softplus_inverse(x):
 @functools.partial(jax.jit, static_argnames=("n_items", "dim", "max_iter"))
 def _fit_core(key, winners, losers, tau, l2, tol, init_scale, *, n_items,
               dim, max_iter):
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   n = winners.shape[0]
   v0 = init_scale * jax.random.normal(key, (n_items, dim), dtype)
   rho0 = jnp.full((dim // 2,), _softplus_inverse(jnp.ones((), dtype)))
@@ -354,7 +349,7 @@ def fit(key: jax.Array, winners: jax.typing.ArrayLike,
   _checks.check_positive("tau", tau)
   _checks.check_nonnegative("l2", l2)
   max_iter = _checks.check_static_int("max_iter", max_iter)
-  dtype = _float_dtype()
+  dtype = _checks.default_float()
   if tol is None:
     tol = 1e-6 if dtype == jnp.float32 else 1e-10
   return _fit_core(key, jnp.asarray(winners, jnp.int32),
