@@ -39,7 +39,8 @@ def with_sft(loss: Any, chosen_logps: Any, alpha: float) -> jax.Array:
     The per-example loss, ``[...]``.
   References:
     Pang, Yuan, Cho, He, Sukhbaatar, Weston. Iterative Reasoning Preference
-    Optimization. NeurIPS 2024, arXiv:2404.19733, Sec. 2 (the DPO+NLL loss).
+    Optimization. NeurIPS 2024, arXiv:2404.19733, Sec. 2, Eq. 1 (the DPO+NLL
+    loss).
     Test: tests/losses/test_pairwise.py::test_with_sft_adds_the_nll_term.
   """
   if callable(loss):

@@ -43,7 +43,8 @@ def pl_dpo(logratios: Any, *, beta: float) -> jax.Array:
     The per-list loss, ``[...]``.
   References:
     Rafailov et al. Direct Preference Optimization. NeurIPS 2023,
-    arXiv:2305.18290, Sec. 5 and App. A.3 (the Plackett-Luce objective).
+    arXiv:2305.18290, Sec. 5 and App. A.3 (the Plackett-Luce objective; the
+    Plackett-Luce model is its Eq. 18).
     Tests:
     tests/losses/test_listwise.py::test_pl_dpo_and_lipo_reduce_to_dpo_at_k2,
     tests/losses/test_listwise.py::test_pl_dpo_is_the_plackett_luce_likelihood.
@@ -82,7 +83,8 @@ def lipo_lambda(logratios: Any, labels: Any, *, beta: float) -> jax.Array:
   References:
     Liu, Qin, Wu, Shen, Khalman, Joshi, Zhao, Saleh, Baumgartner, Liu, Liu,
     Wang. LiPO: Listwise Preference Optimization through Learning-to-Rank.
-    arXiv:2402.01878, Sec. 4 (LiPO-lambda); Wang, Li, Golbandi, Bendersky,
+    arXiv:2402.01878 (v3: Sec. 3, Eq. 8, LiPO-lambda, with G_i = 2^psi_i - 1
+    and D(tau) = log(1 + tau)); Wang, Li, Golbandi, Bendersky,
     Najork. The LambdaLoss Framework for Ranking Metric Optimization.
     CIKM 2018. Tests:
     tests/losses/test_listwise.py::test_pl_dpo_and_lipo_reduce_to_dpo_at_k2,

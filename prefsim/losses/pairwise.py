@@ -128,7 +128,8 @@ def rdpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
     The per-example loss, ``[...]``.
   References:
     Chowdhury, Kini, Natarajan. Provably Robust DPO: Aligning Language
-    Models with Noisy Feedback. ICML 2024, arXiv:2403.00409, Eq. 8.
+    Models with Noisy Feedback. ICML 2024, arXiv:2403.00409, Sec. 3
+    (the robust loss; its equation number not checked in the paper text).
     Unbiasedness: tests/losses/test_pairwise.py::test_rdpo_unbiased_under_flips;
     population optimum sigma(beta Delta*) = p:
     tests/losses/test_pairwise.py::test_population_optima_under_flips.

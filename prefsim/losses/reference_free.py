@@ -48,8 +48,9 @@ def simpo(chosen_logps: Any, rejected_logps: Any, *, beta: float,
     The per-example loss, ``[...]``.
   References:
     Meng, Xia, Chen. SimPO: Simple Preference Optimization with a
-    Reference-Free Reward. NeurIPS 2024, arXiv:2405.14734, Sec. 2 (the SimPO
-    objective). Test: tests/losses/test_pairwise.py::test_matches_trl_formulas.
+    Reference-Free Reward. NeurIPS 2024, arXiv:2405.14734, Sec. 2, Eq. 6 (the
+    SimPO objective). Test:
+    tests/losses/test_pairwise.py::test_matches_trl_formulas.
   """
   lw, ll = _common.pair(chosen_logps, rejected_logps, beta, names=_NAMES)
   _checks.check_in_range("eps", eps, 0.0, 1.0, high_open=True)

@@ -32,10 +32,13 @@ References:
   Zhang, Zhang, Wu, Xu, Gu. Beyond Bradley-Terry Models: A General Preference
   Model for Language Model Alignment (first version: General Preference
   Modeling with Preference Representations for Aligning Language Models),
-  arXiv:2410.02197, 2024: the preference embedding and its skew-symmetric
-  score; BT as a special case; full expressiveness for skew-symmetric
-  preference matrices. Equation numbers are not cited: they were not checked
-  against the paper.
+  arXiv:2410.02197, 2024. Numbers below are those of arXiv v3 (ICML 2025),
+  checked against its text; v1 may number differently: preference embeddings
+  (Def. 4.1), the skew-symmetric preference operator (Def. 4.2), the
+  preference score (Def. 4.3, Eq. 4.1) and P = sigma(s) (Eq. 3.1); BT as the
+  case k = 1 (Sec. 4); full expressiveness for skew-symmetric preference
+  matrices (Theorem 4.4; the spectral construction with eigenvalue scales is
+  Theorem 4.5 and Sec. 4.2); the cross-entropy training loss (Eq. A.1).
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def score(v_i: jax.typing.ArrayLike, v_j: jax.typing.ArrayLike,
     ValueError: ``dim`` odd, or the last axes or ``lambdas`` disagree.
 
   References:
-    Zhang et al., arXiv:2410.02197 (2024).
+    Zhang et al., arXiv:2410.02197 (2024; v3 numbering): Def. 4.3, Eq. 4.1
+    (with lambda = 1); eigenvalue scales as in Sec. 4.2.
     tests/models/test_gpm.py::test_score_is_skew_symmetric.
   """
   _check_embedding_shapes(v_i, v_j, lambdas)
@@ -129,7 +133,8 @@ def prob(v_i: jax.typing.ArrayLike, v_j: jax.typing.ArrayLike,
     ValueError: as :func:`score`; (when concrete) ``tau <= 0``.
 
   References:
-    Zhang et al., arXiv:2410.02197 (2024).
+    Zhang et al., arXiv:2410.02197 (2024; v3 numbering): Eq. 3.1 (tau = 1);
+    the temperature as in Eq. A.1.
     tests/models/test_gpm.py::test_probabilities_are_complementary.
   """
   _checks.check_positive("tau", tau)
@@ -227,8 +232,9 @@ def embed(logits: jax.typing.ArrayLike, dim: int | None = None
       entry).
 
   References:
-    Zhang et al., arXiv:2410.02197 (2024): full expressiveness of GPM for
-    skew-symmetric preference matrices.
+    Zhang et al., arXiv:2410.02197 (2024; v3 numbering): full expressiveness
+    of GPM for skew-symmetric preference matrices, Theorem 4.4; the spectral
+    construction, Theorem 4.5.
     tests/models/test_gpm.py::test_embed_reproduces_any_skew_symmetric_matrix.
   """
   _checks.check_ndim("logits", logits, 2, "[K, K]")
@@ -337,7 +343,8 @@ def fit(key: jax.Array, winners: jax.typing.ArrayLike,
       ``tau <= 0`` or ``l2 < 0``. Under ``jit`` the value checks are skipped.
 
   References:
-    Zhang et al., arXiv:2410.02197 (2024).
+    Zhang et al., arXiv:2410.02197 (2024; v3 numbering): the cross-entropy
+    loss, Eq. A.1 (App. A.2).
     tests/models/test_gpm.py::test_fit_three_cycle_perfectly_where_bt_cannot.
   """
   n_items = _checks.check_static_int("n_items", n_items)
