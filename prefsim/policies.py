@@ -90,13 +90,21 @@ def kl(logp: jax.Array, logq: jax.Array) -> jax.Array:
     ``[...]`` divergences, each ``>= 0``.
   Tests:
     tests/test_policies.py::test_kl_matches_textbook_sum,
-    tests/test_policies.py::test_kl_resolves_nearby_policies_in_float32.
+    tests/test_policies.py::test_kl_resolves_nearby_policies_in_float32,
+    tests/test_policies.py::test_kl_of_far_apart_policies_is_finite.
   """
   support = logp > -jnp.inf
-  # Double where: the unselected branch must stay finite for the gradient.
+  # Double where: the unselected branches must stay finite for the gradient.
   safe_logp = jnp.where(support, logp, 0.0)
-  d = jnp.where(support, logq, 0.0) - safe_logp
-  inside = jnp.exp(safe_logp) * (jnp.expm1(d) - d)
+  safe_logq = jnp.where(support, logq, 0.0)
+  p = jnp.exp(safe_logp)
+  d = safe_logq - safe_logp
+  # For d >= 1, p (e^d - 1 - d) = q - p - p d: no overflow of e^d where q >> p
+  # (p e^d would be 0 * inf) and no harmful cancellation (q >= e p).
+  small = d < 1.0
+  safe_d = jnp.where(small, d, 0.0)
+  inside = jnp.where(small, p * (jnp.expm1(safe_d) - safe_d),
+                     jnp.exp(safe_logq) - p - p * d)
   terms = jnp.where(support, inside, jnp.exp(logq))
   return jnp.sum(terms, axis=-1)
 

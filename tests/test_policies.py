@@ -98,6 +98,20 @@ def test_kl_resolves_nearby_policies_in_float32():
   np.testing.assert_allclose(ours, expected, rtol=1e-2)
 
 
+def test_kl_of_far_apart_policies_is_finite():
+  """q/p up to e^200 (p tiny where q is not): the divergence and its gradient
+  stay finite and match the textbook sum in float64."""
+  logp = np.array([-200.0, np.log1p(-np.exp(-200.0))])
+  logq = np.array([np.log(0.5), np.log(0.5)])
+  expected = float(np.sum(np.exp(logp) * (logp - logq)))
+  for dtype in (jnp.float32, jnp.float64):
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+      continue
+    a, b = jnp.asarray(logp, dtype), jnp.asarray(logq, dtype)
+    np.testing.assert_allclose(policies.kl(a, b), expected, rtol=1e-5)
+    pt.assert_finite(jax.grad(policies.kl, (0, 1))(a, b))
+
+
 def test_loglinear_matches_manual_softmax_and_gradients():
   key_f, key_t = jax.random.split(jax.random.key(0))
   features = jax.random.normal(key_f, (3, 4, 2))
