@@ -10,11 +10,12 @@ from prefsim import losses
 from prefsim import models
 from prefsim import offline
 from prefsim import policies
+from prefsim import zeroth_order
 from prefsim.run import Algorithm
 from prefsim.run import run
 from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "data", "loglinear", "losses", "models", "offline", "policies",
-           "run", "sweep"]
+__all__ = ["Algorithm", "data", "loglinear", "losses", "models", "offline",
+           "policies", "run", "sweep", "zeroth_order"]
