@@ -43,7 +43,9 @@ def sample_pairs(key: jax.Array, logprobs: jax.Array, n_pairs: int, *,
   r"""Samples ``n_pairs`` unlabelled pairs of responses from a behaviour policy.
 
   The prompt is :math:`x \sim \rho` (uniform unless ``prompt_logprobs`` is
-  given), then :math:`y_1 \sim \pi_b(\cdot\mid x)` and, independently,
+  given: uniform prompts are drawn with ``jax.random.randint``, :math:`O(P)`
+  work, a given :math:`\rho` by ``jax.random.categorical``, :math:`O(PX)`),
+  then :math:`y_1 \sim \pi_b(\cdot\mid x)` and, independently,
   :math:`y_2 \sim \pi_b(\cdot\mid x)`, conditioned on :math:`y_2 \ne y_1` when
   ``distinct`` (a pair of equal responses carries no preference).
 
@@ -65,13 +67,16 @@ def sample_pairs(key: jax.Array, logprobs: jax.Array, n_pairs: int, *,
   if distinct and n_responses < 2:
     raise ValueError("distinct pairs need K >= 2 responses, got logprobs of "
                      f"shape {logprobs.shape}")
-  if prompt_logprobs is None:
-    prompt_logprobs = jnp.zeros((n_prompts,))
-  elif prompt_logprobs.shape != (n_prompts,):
+  if prompt_logprobs is not None and prompt_logprobs.shape != (n_prompts,):
     raise ValueError(f"prompt_logprobs must have shape [X] = ({n_prompts},), "
                      f"got {prompt_logprobs.shape}")
   k_prompt, k_first, k_second = jax.random.split(key, 3)
-  prompt = jax.random.categorical(k_prompt, prompt_logprobs, shape=(n_pairs,))
+  if prompt_logprobs is None:
+    # One integer per pair; a categorical draws X Gumbel variates per pair.
+    prompt = jax.random.randint(k_prompt, (n_pairs,), 0, n_prompts)
+  else:
+    prompt = jax.random.categorical(k_prompt, prompt_logprobs,
+                                    shape=(n_pairs,))
   rows = logprobs[prompt]
   first = jax.random.categorical(k_first, rows, axis=-1)
   if distinct:

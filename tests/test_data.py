@@ -39,6 +39,22 @@ def test_sample_pairs_marginals_and_distinctness():
     assert _binomial_ok(np.sum(second[given] == 1), given.sum(), expected)
 
 
+@pytest.mark.parametrize("rho", [None, (0.1, 0.2, 0.3, 0.4, 0.0)])
+def test_sample_pairs_prompt_frequencies(rho):
+  """Prompts follow rho: uniform (randint) by default, else categorical."""
+  n, n_prompts = 30000, 5
+  logprobs = jnp.zeros((n_prompts, 3))
+  kwargs = {} if rho is None else {"prompt_logprobs": jnp.log(jnp.array(rho))}
+  prompt, _, _ = data.sample_pairs(jax.random.key(2), logprobs, n, **kwargs)
+  probs = np.full(n_prompts, 1 / n_prompts) if rho is None else np.array(rho)
+  counts = np.bincount(np.asarray(prompt), minlength=n_prompts)
+  assert counts.shape == (n_prompts,)
+  assert np.all(counts[probs == 0] == 0)
+  seen = probs > 0
+  stat = np.sum((counts[seen] - n * probs[seen]) ** 2 / (n * probs[seen]))
+  assert stat < scipy.stats.chi2.ppf(0.999, df=seen.sum() - 1)
+
+
 def test_sample_pairs_non_distinct_are_independent_draws():
   probs = np.array([[0.5, 0.5]])
   _, first, second = data.sample_pairs(jax.random.key(1), jnp.log(probs),
