@@ -36,8 +36,13 @@ def pair(chosen: Any, rejected: Any, beta: Any, *,
 
 def smoothed_logistic(z: jax.Array, eps: Any) -> jax.Array:
   r""":math:`-(1-\epsilon)\log\sigma(z) - \epsilon\log\sigma(-z)`, the
-  logistic loss against the soft target :math:`1-\epsilon`; a literal
-  ``eps == 0`` skips the second term."""
+  logistic loss against the soft target :math:`1-\epsilon`.
+
+  Computed as :math:`-\log\sigma(z) + \epsilon z` (from
+  :math:`\log\sigma(-z) = \log\sigma(z) - z`): one log-sigmoid instead of
+  two, the same value, and no cancellation (for :math:`z \to -\infty` both
+  terms of the sum carry the same sign). A literal ``eps == 0`` skips the
+  linear term."""
   if isinstance(eps, (int, float)) and eps == 0:
     return -jax.nn.log_sigmoid(z)
-  return -(1 - eps) * jax.nn.log_sigmoid(z) - eps * jax.nn.log_sigmoid(-z)
+  return -jax.nn.log_sigmoid(z) + eps * z

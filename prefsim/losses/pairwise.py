@@ -137,8 +137,9 @@ def rdpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
   hw, hl = _common.pair(chosen_logratios, rejected_logratios, beta)
   _checks.check_in_range("eps", eps, 0.0, 0.5, high_open=True)
   z = beta * (hw - hl)
-  return ((-(1 - eps) * jax.nn.log_sigmoid(z) + eps * jax.nn.log_sigmoid(-z))
-          / (1 - 2 * eps))
+  # = [-(1-eps) log s(z) + eps log s(-z)] / (1-2eps), using
+  # log s(-z) = log s(z) - z: one log-sigmoid instead of two.
+  return -jax.nn.log_sigmoid(z) - eps * z / (1 - 2 * eps)
 
 
 def ipo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
