@@ -31,7 +31,7 @@ def test_bt_matrices_are_transitive_preference_matrices(p):
 @hypothesis.given(p=pst.preference_matrices(4, "cyclic"))
 def test_cyclic_matrices_have_the_forced_cycle(p):
   _check_preference_matrix(p)
-  assert p[0, 1] > 0.5 and p[1, 2] > 0.5 and p[2, 0] > 0.5
+  assert p[0, 1] > 0.5 and p[1, 2] > 0.5 and p[2, 3] > 0.5 and p[3, 0] > 0.5
 
 
 @hypothesis.given(logp=pst.tabular_policies(2, 3), u=pst.utilities(4),

@@ -100,8 +100,10 @@ def preference_matrices(n_items: int, kind: str = "general",
     n_items: ``K``.
     kind: ``"bt"``: Bradley-Terry, ``P = sigmoid(u_i - u_j)`` (transitive);
       ``"general"``: ``sigmoid`` of drawn skew-symmetric logits (may or may not
-      be transitive); ``"cyclic"``: general, with the 3-cycle
-      ``0 > 1 > 2 > 0`` forced (needs ``K >= 3``), so no Condorcet order.
+      be transitive); ``"cyclic"``: general, with the Hamiltonian cycle
+      ``0 > 1 > ... > K-1 > 0`` forced (needs ``K >= 3``): the majority
+      relation has a cycle and no Condorcet winner (every item loses to its
+      predecessor).
     scale: logits (or utilities) drawn in ``[-scale, scale]``.
   """
   if kind == "bt":
@@ -115,11 +117,13 @@ def preference_matrices(n_items: int, kind: str = "general",
                       elements=_floats(-scale, scale))
   if kind == "general":
     return logits.map(_matrix_from_logits)
-  cycle = hnp.arrays(np.float32, (3,), elements=_floats(0.1, scale))
+  cycle = hnp.arrays(np.float32, (n_items,), elements=_floats(0.1, scale))
 
   def force_cycle(a: np.ndarray, c: np.ndarray) -> np.ndarray:
     a = a.copy()
-    a[0, 1], a[1, 2], a[0, 2] = c[0], c[1], -c[2]
+    i = np.arange(n_items)
+    j = (i + 1) % n_items
+    a[i, j], a[j, i] = c, -c   # i beats i + 1 (mod K) with logit c_i > 0
     return _matrix_from_logits(a)
 
   return st.builds(force_cycle, logits, cycle)
