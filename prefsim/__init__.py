@@ -5,6 +5,7 @@
 """
 
 from prefsim import data
+from prefsim import games
 from prefsim import loglinear
 from prefsim import losses
 from prefsim import models
@@ -17,5 +18,5 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "data", "loglinear", "losses", "models", "offline",
+__all__ = ["Algorithm", "data", "games", "loglinear", "losses", "models", "offline",
            "policies", "run", "sweep", "zeroth_order"]
