@@ -21,29 +21,21 @@ from prefsim import testing as pt
 from prefsim.games import losses
 from prefsim.testing import strategies as pst
 
+import game_strategies as gs
+
 K = 4
 X64 = jax.config.jax_enable_x64
-DTYPE = np.float64 if X64 else np.float32
+DTYPE = gs.DTYPE
 # Machine epsilon; tolerances below scale it by each computation's condition.
 EPS = float(np.finfo(DTYPE).eps)
 
 
-def _exact_policy(lp):
-  p = np.exp(np.asarray(lp[0], np.float64))
-  return (p / p.sum()).astype(DTYPE)
-
-
-def _exact_matrix(p):
-  p = np.asarray(p, np.float64)
-  return ((p - p.T + 1) / 2).astype(DTYPE)
-
-
 def _policy(scale=2.0):
-  return pst.tabular_policies(1, K, scale).map(_exact_policy)
+  return gs.policies(K, scale)
 
 
 def _matrices():
-  return pst.preference_matrices(K).map(_exact_matrix)
+  return gs.matrices(K)
 
 
 def _omd64(prev, ref, P, opponent, eta, tau):

@@ -19,6 +19,8 @@ from prefsim import games
 from prefsim.models import general
 from prefsim.testing import strategies as pst
 
+import game_strategies as gs
+
 K = 5
 X64 = jax.config.jax_enable_x64
 # Duality gap reached, checked in float64 from the returned policy: 1e-10 is
@@ -28,27 +30,15 @@ GAP_TOL = 1e-10
 EPS = float(np.finfo(np.float64 if X64 else np.float32).eps)
 
 
-DTYPE = np.float64 if X64 else np.float32
-
-
-def _exact_policy(lp):
-  """A drawn policy normalised in float64, in the default float dtype."""
-  p = np.exp(np.asarray(lp[0], np.float64))
-  return (p / p.sum()).astype(DTYPE)
-
-
-def _exact_matrix(p):
-  """A drawn matrix with P + P.T = 1 exactly in the default float dtype."""
-  p = np.asarray(p, np.float64)
-  return ((p - p.T + 1) / 2).astype(DTYPE)
+DTYPE = gs.DTYPE
 
 
 def _policy():
-  return pst.tabular_policies(1, K).map(_exact_policy)
+  return gs.policies(K)
 
 
 def _matrices(kind="general"):
-  return pst.preference_matrices(K, kind).map(_exact_matrix)
+  return gs.matrices(K, kind)
 
 
 def _taus(low, high):
