@@ -4,6 +4,7 @@
 ``testing`` extra and is imported on its own: ``from prefsim import testing``.
 """
 
+from prefsim import coverage
 from prefsim import data
 from prefsim import games
 from prefsim import loglinear
@@ -18,5 +19,5 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "data", "games", "loglinear", "losses", "models", "offline",
+__all__ = ["Algorithm", "coverage", "data", "games", "loglinear", "losses", "models", "offline",
            "policies", "run", "sweep", "zeroth_order"]
