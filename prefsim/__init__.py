@@ -9,6 +9,7 @@ from prefsim import data
 from prefsim import games
 from prefsim import loglinear
 from prefsim import losses
+from prefsim import mdp
 from prefsim import models
 from prefsim import offline
 from prefsim import policies
@@ -19,5 +20,5 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "coverage", "data", "games", "loglinear", "losses", "models", "offline",
-           "policies", "run", "sweep", "zeroth_order"]
+__all__ = ["Algorithm", "coverage", "data", "games", "loglinear", "losses", "mdp",
+           "models", "offline", "policies", "run", "sweep", "zeroth_order"]

@@ -1,0 +1,558 @@
+r"""Tabular Markov decision processes: value iteration, shaping, gridworlds.
+
+A :class:`TabularMDP` has ``S`` states and ``A`` actions, transition
+probabilities :math:`P(s'|s,a)`, rewards :math:`r(s,a,s')` (or
+:math:`r(s,a)`), a discount :math:`\gamma\in[0,1)`, an initial distribution
+and a mask of terminal states. Terminal states are absorbing and worth
+nothing: every action leaves a terminal state where it is
+(:math:`P(s|s,a)=1`, checked by :func:`make_mdp`), rewards collected there
+are ignored, and :math:`V^*(s)=Q^*(s,\cdot)=0`. The optimal values solve
+
+.. math:: Q^*(s,a) = [s\notin\mathcal{T}]\sum_{s'} P(s'|s,a)
+          \bigl[r(s,a,s') + \gamma V^*(s')\bigr], \qquad
+          V^*(s) = \max_a Q^*(s,a).
+
+Every function takes one MDP; ``jax.vmap`` over a stacked :class:`TabularMDP`
+batches them (the MDP is a pytree).
+
+Gridworlds (:func:`gridworld`, :func:`delivery`, :func:`random_gridworld`)
+number cell ``(i, j)`` of an ``H x W`` grid as state ``i * W + j``; the four
+deterministic actions are up, down, left, right (``0..3``); a move off the
+grid stays put. Reward is linear in the features of the cell entered:
+:math:`r(s,a) = w^\top\phi(\mathrm{next}(s,a))`, and builders return the
+per-transition features ``[S, A, F]`` with the MDP, for reward learning.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prefsim import _checks
+
+__all__ = [
+    "DELIVERY_FEATURES",
+    "DELIVERY_WEIGHTS",
+    "Gridworld",
+    "TabularMDP",
+    "bellman_residual",
+    "check_mdp",
+    "delivery",
+    "expected_rewards",
+    "gridworld",
+    "make_mdp",
+    "random_gridworld",
+    "random_mdp",
+    "shape",
+    "value_iteration",
+]
+
+# Knox et al. (2022), delivery domain: reward features and their weights.
+DELIVERY_FEATURES = ("step", "goal", "sheep", "coin", "roadblock", "mud")
+DELIVERY_WEIGHTS = (-1.0, 50.0, -50.0, 1.0, -1.0, -2.0)
+
+# Grid moves (row, column) of the actions up, down, left, right.
+_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+class TabularMDP(NamedTuple):
+  """A tabular MDP (a pytree; build it with :func:`make_mdp`).
+
+  Attributes:
+    transitions: :math:`P(s'|s,a)`, shape [S, A, S], rows summing to 1.
+    rewards: :math:`r(s,a,s')` shape [S, A, S], or :math:`r(s,a)` [S, A].
+    gamma: the discount, a scalar in [0, 1).
+    initial: the initial state distribution, shape [S].
+    terminal: boolean mask of the absorbing, zero-value states, shape [S].
+  """
+  transitions: jax.Array
+  rewards: jax.Array
+  gamma: jax.Array
+  initial: jax.Array
+  terminal: jax.Array
+
+
+class Gridworld(NamedTuple):
+  """A gridworld MDP with its reward features.
+
+  Attributes:
+    mdp: the :class:`TabularMDP`, rewards [S, A] equal to ``features @ w``.
+    features: features of each transition (those of the cell entered),
+      shape [S, A, F].
+  """
+  mdp: TabularMDP
+  features: jax.Array
+
+
+def check_mdp(mdp: TabularMDP, *, atol: float = 1e-5) -> tuple[int, int]:
+  """Check an MDP's shapes (trace time) and values (eagerly, when concrete).
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+    atol: tolerance on the row sums of ``transitions`` and ``initial``.
+
+  Returns:
+    ``(S, A)``, the numbers of states and actions.
+
+  Raises:
+    ValueError: naming the field, when ``transitions`` is not [S, A, S] with
+      non-negative rows summing to 1; ``rewards`` is neither [S, A, S] nor
+      [S, A]; ``gamma`` is not a scalar in [0, 1); ``initial`` is not a
+      distribution over [S]; ``terminal`` is not [S]; or a terminal state
+      is not absorbing (:math:`P(s|s,a) \\ne 1`).
+    TypeError: ``terminal`` is not boolean.
+
+  Tests:
+    tests/test_mdp.py::test_make_mdp_rejects_bad_input
+  """
+  p, r, gamma, init, term = mdp
+  _checks.check_ndim("transitions", p, 3, "P(s'|s,a), [S, A, S]")
+  s, a, s2 = np.shape(p)
+  if s2 != s or s == 0 or a == 0:
+    raise ValueError(f"transitions must have shape [S, A, S] with S, A >= 1, "
+                     f"got {np.shape(p)}")
+  if np.shape(r) not in ((s, a, s), (s, a)):
+    raise ValueError(f"rewards must have shape [S, A, S] = {(s, a, s)} or "
+                     f"[S, A] = {(s, a)}, got {np.shape(r)}")
+  _checks.check_ndim("gamma", gamma, 0, "a scalar discount")
+  _checks.check_in_range("gamma", gamma, 0.0, 1.0, high_open=True)
+  if np.shape(init) != (s,):
+    raise ValueError(f"initial must have shape [S] = ({s},), got "
+                     f"{np.shape(init)}")
+  if np.shape(term) != (s,):
+    raise ValueError(f"terminal must have shape [S] = ({s},), got "
+                     f"{np.shape(term)}")
+  if jnp.result_type(term) != jnp.bool_:
+    raise TypeError(f"terminal must be a boolean mask, got dtype "
+                    f"{jnp.result_type(term)}")
+  if _checks.is_concrete(p):
+    pn = np.asarray(p, np.float64)
+    sums = pn.sum(-1)
+    if np.any(pn < 0) or not np.allclose(sums, 1.0, atol=atol):
+      worst = np.unravel_index(np.argmax(np.abs(sums - 1)), sums.shape)
+      raise ValueError(
+          f"transitions must be non-negative with rows summing to 1; row "
+          f"(s, a) = {tuple(int(i) for i in worst)} sums to {sums[worst]}"
+          f" and the smallest entry is {pn.min()}")
+    if _checks.is_concrete(term):
+      tn = np.asarray(term)
+      stay = pn[tn, :, :][:, :, tn.nonzero()[0]] if tn.any() else None
+      if stay is not None and not np.allclose(
+          np.einsum("kak->ka", stay), 1.0, atol=atol):
+        raise ValueError("transitions must keep terminal states where they "
+                         "are (P(s|s,a) = 1 for every terminal s)")
+  if _checks.is_concrete(init):
+    ini = np.asarray(init, np.float64)
+    if np.any(ini < 0) or not np.isclose(ini.sum(), 1.0, atol=atol):
+      raise ValueError(f"initial must be a distribution (non-negative, "
+                       f"summing to 1), sums to {ini.sum()}")
+  return s, a
+
+
+def make_mdp(transitions: jax.typing.ArrayLike, rewards: jax.typing.ArrayLike,
+             gamma: float | jax.typing.ArrayLike,
+             initial: jax.typing.ArrayLike | None = None,
+             terminal: jax.typing.ArrayLike | None = None) -> TabularMDP:
+  """Build a checked :class:`TabularMDP` in the default float dtype.
+
+  Args:
+    transitions: :math:`P(s'|s,a)`, shape [S, A, S].
+    rewards: :math:`r(s,a,s')` [S, A, S] or :math:`r(s,a)` [S, A].
+    gamma: the discount, in [0, 1).
+    initial: initial distribution [S]; default uniform over the non-terminal
+      states.
+    terminal: boolean mask [S] of absorbing zero-value states; default none.
+
+  Returns:
+    The :class:`TabularMDP`.
+
+  Raises:
+    ValueError, TypeError: as :func:`check_mdp`.
+
+  Tests:
+    tests/test_mdp.py::test_make_mdp_rejects_bad_input
+  """
+  dt = _checks.default_float()
+  p = jnp.asarray(transitions, dt)
+  _checks.check_ndim("transitions", p, 3, "P(s'|s,a), [S, A, S]")
+  s = p.shape[0]
+  term = (jnp.zeros((s,), bool) if terminal is None else jnp.asarray(terminal))
+  if initial is None:
+    live = 1.0 - term.astype(dt)
+    initial = live / jnp.maximum(live.sum(), 1.0)
+  mdp = TabularMDP(p, jnp.asarray(rewards, dt), jnp.asarray(gamma, dt),
+                   jnp.asarray(initial, dt), term)
+  check_mdp(mdp)
+  return mdp
+
+
+def expected_rewards(mdp: TabularMDP) -> jax.Array:
+  r"""Expected one-step rewards, zero at terminal states.
+
+  .. math:: \bar r(s,a) = [s\notin\mathcal{T}]\sum_{s'}P(s'|s,a)\,r(s,a,s')
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+
+  Returns:
+    :math:`\bar r`, shape [S, A].
+  """
+  r = mdp.rewards
+  if r.ndim == 3:
+    r = jnp.einsum("sat,sat->sa", mdp.transitions, r)
+  return jnp.where(mdp.terminal[:, None], 0.0, r)
+
+
+def _bellman(mdp: TabularMDP, rbar: jax.Array, v: jax.Array) -> jax.Array:
+  """Q(s, a) = rbar(s, a) + gamma [s not terminal] sum_s' P(s'|s,a) v(s')."""
+  live = jnp.logical_not(mdp.terminal)[:, None]
+  return rbar + mdp.gamma * jnp.where(live, mdp.transitions @ v, 0.0)
+
+
+def value_iteration(mdp: TabularMDP, *, tol: float = 1e-4,
+                    max_iter: int = 10_000) -> tuple[jax.Array, jax.Array]:
+  r"""Optimal values :math:`V^*` and :math:`Q^*`, to a tolerance.
+
+  Runs value iteration :math:`V_{k+1} = \max_a Q_k`, :math:`Q_k =
+  \bar r + \gamma P V_k` (terminal states held at 0) from :math:`V_0 = 0`
+  until :math:`\|V_{k+1}-V_k\|_\infty \le \epsilon(1-\gamma)/(2\gamma)`
+  with :math:`\epsilon` = ``tol`` (or the float resolution of
+  :math:`V`, if larger), so the greedy policy :math:`\pi` is
+  ``tol``-optimal (Puterman 1994, Theorem 6.3.1). It then evaluates
+  :math:`\pi` exactly (one policy-iteration step),
+
+  .. math:: V = (I - \gamma P_\pi)^{-1} \bar r_\pi, \qquad
+            Q = \bar r + \gamma P V,
+
+  so :math:`V^* - \mathrm{tol} \le V \le V^*`, and the Bellman optimality
+  residual :math:`\max_s(\max_a Q(s,a) - V(s))` lies in [0, tol].
+
+  Gradients: the loop runs on ``stop_gradient`` inputs and the greedy
+  policy is held fixed, so derivatives flow through the linear solve only.
+  Where the optimal policy is unique this is the exact derivative of
+  :math:`V^*, Q^*` in the rewards (and in ``gamma`` and ``transitions``),
+  by the envelope theorem: :math:`\partial V^*/\partial \bar r_\pi =
+  (I-\gamma P_\pi)^{-1}`. Reverse and forward mode both work. At ties
+  between optimal actions it is the derivative along the tied policy
+  chosen by ``argmax`` (a one-sided derivative).
+
+  Jittable and vmappable (a ``lax.while_loop``; under ``vmap`` every MDP
+  runs until the slowest has converged).
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+    tol: the optimality tolerance :math:`\epsilon` of the returned values.
+    max_iter: the most value-iteration sweeps.
+
+  Returns:
+    ``(V, Q)``: shapes [S] and [S, A]; both zero at terminal states.
+
+  References:
+    Puterman, M. L. Markov Decision Processes. Wiley 1994: Theorem 6.3.1
+    (stopping rule of value iteration), Section 6.4 (policy iteration).
+
+  Tests:
+    tests/test_mdp.py::test_value_iteration_bellman_residual_within_tol,
+    tests/test_mdp.py::test_value_iteration_matches_numpy_loop,
+    tests/test_mdp.py::test_value_iteration_jit_and_vmap_equal_eager,
+    tests/test_mdp.py::test_value_iteration_gradients_match_finite_differences
+  """
+  check_mdp(mdp)
+  return _value_iteration(mdp, tol, max_iter)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _value_iteration(mdp: TabularMDP, tol: jax.Array,
+                     max_iter: int) -> tuple[jax.Array, jax.Array]:
+  """`value_iteration` without the checks, compiled once per shape."""
+  s = mdp.transitions.shape[0]
+  rbar = expected_rewards(mdp)
+  frozen = jax.tree_util.tree_map(jax.lax.stop_gradient, mdp)
+  rbar0 = jax.lax.stop_gradient(rbar)
+  eps = jnp.finfo(rbar0.dtype).eps
+  gamma0 = frozen.gamma
+  factor = (1.0 - gamma0) / (2.0 * jnp.maximum(gamma0, eps))
+
+  def cond(carry):
+    _, it, delta, v = carry
+    floor = 8 * eps * jnp.max(jnp.abs(v))
+    return (it < max_iter) & (delta > jnp.maximum(tol * factor, floor))
+
+  def body(carry):
+    v, it, _, _ = carry
+    v_new = _bellman(frozen, rbar0, v).max(-1)
+    return v_new, it + 1, jnp.max(jnp.abs(v_new - v)), v_new
+
+  v0 = jnp.zeros((s,), rbar0.dtype)
+  v, _, _, _ = jax.lax.while_loop(
+      cond, body, (v0, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, v0.dtype),
+                   v0))
+  policy = jnp.argmax(_bellman(frozen, rbar0, v), -1)
+  live = jnp.logical_not(mdp.terminal)
+  p_pi = jnp.take_along_axis(mdp.transitions, policy[:, None, None], 1)[:, 0]
+  p_pi = jnp.where(live[:, None], p_pi, 0.0)
+  r_pi = jnp.take_along_axis(rbar, policy[:, None], 1)[:, 0]
+  v = jnp.linalg.solve(jnp.eye(s, dtype=v.dtype) - mdp.gamma * p_pi, r_pi)
+  return v, _bellman(mdp, rbar, v)
+
+
+def bellman_residual(mdp: TabularMDP, v: jax.typing.ArrayLike) -> jax.Array:
+  r"""Bellman optimality residual :math:`\|\max_a(\bar r+\gamma PV)-V\|_\infty`.
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+    v: state values, shape [S].
+
+  Returns:
+    The residual, a scalar (0 exactly at :math:`V^*`).
+  """
+  check_mdp(mdp)
+  v = jnp.asarray(v)
+  return jnp.max(jnp.abs(_bellman(mdp, expected_rewards(mdp), v).max(-1) - v))
+
+
+def shape(mdp: TabularMDP, potential: jax.typing.ArrayLike) -> TabularMDP:
+  r"""Potential-based reward shaping.
+
+  .. math:: r'(s,a,s') = r(s,a,s') + \gamma\Phi(s') - \Phi(s),
+
+  with :math:`\Phi = 0` on terminal states (the episodic form, so that
+  the shaping terms telescope to :math:`-\Phi(s_0)` along every episode).
+  Then :math:`Q'^* = Q^* - \Phi(s)` and :math:`V'^* = V^* - \Phi` on
+  non-terminal states: the optimal advantages, hence optimal policies and
+  regrets, are unchanged (Ng, Harada & Russell 1999, Theorem 1).
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+    potential: :math:`\Phi`, shape [S].
+
+  Returns:
+    The shaped MDP, rewards [S, A, S].
+
+  Raises:
+    ValueError: ``potential`` is not [S].
+
+  References:
+    Ng, A. Y., Harada, D. and Russell, S. Policy invariance under reward
+    transformations: theory and application to reward shaping. ICML 1999.
+
+  Tests:
+    tests/models/test_regret.py::test_shaping_keeps_regret_preferences_changes_partial_return
+  """
+  s, a = check_mdp(mdp)
+  if np.shape(potential) != (s,):
+    raise ValueError(f"potential must have shape [S] = ({s},), got "
+                     f"{np.shape(potential)}")
+  phi = jnp.where(mdp.terminal, 0.0, jnp.asarray(potential, mdp.rewards.dtype))
+  r = mdp.rewards
+  if r.ndim == 2:
+    r = jnp.broadcast_to(r[:, :, None], (s, a, s))
+  r = r + mdp.gamma * phi[None, None, :] - phi[:, None, None]
+  return mdp._replace(rewards=r)
+
+
+def gridworld(cell_features: jax.typing.ArrayLike,
+              weights: jax.typing.ArrayLike, *,
+              terminal: jax.typing.ArrayLike | None = None,
+              gamma: float = 0.99,
+              initial: jax.typing.ArrayLike | None = None) -> Gridworld:
+  r"""A deterministic 4-action gridworld with linear cell rewards.
+
+  State ``i * W + j`` is cell ``(i, j)``; actions ``0..3`` move up, down,
+  left, right, and a move off the grid stays put. Entering cell ``c`` pays
+  :math:`r = w^\top\phi(c)`; terminal cells are absorbing.
+
+  Args:
+    cell_features: :math:`\phi`, shape [H, W, F].
+    weights: :math:`w`, shape [F].
+    terminal: boolean mask of terminal cells [H, W]; default none.
+    gamma: the discount, in [0, 1).
+    initial: initial distribution over the ``H * W`` states; default uniform
+      over non-terminal cells.
+
+  Returns:
+    A :class:`Gridworld`: the MDP (rewards [S, A]) and the per-transition
+    features [S, A, F], with ``S = H * W``, ``A = 4``.
+
+  Raises:
+    ValueError: on shapes, or as :func:`make_mdp`.
+
+  Tests:
+    tests/test_mdp.py::test_gridworld_moves_and_rewards
+  """
+  _checks.check_ndim("cell_features", cell_features, 3, "[H, W, F]")
+  h, w, f = np.shape(cell_features)
+  if np.shape(weights) != (f,):
+    raise ValueError(f"weights must have shape [F] = ({f},), got "
+                     f"{np.shape(weights)}")
+  if terminal is None:
+    terminal = np.zeros((h, w), bool)
+  if np.shape(terminal) != (h, w):
+    raise ValueError(f"terminal must have shape [H, W] = {(h, w)}, got "
+                     f"{np.shape(terminal)}")
+  term = np.asarray(terminal, bool).ravel()
+  s = h * w
+  rows, cols = np.divmod(np.arange(s), w)
+  nxt = np.empty((s, 4), np.int64)
+  for a, (di, dj) in enumerate(_MOVES):
+    i2 = np.clip(rows + di, 0, h - 1)
+    j2 = np.clip(cols + dj, 0, w - 1)
+    nxt[:, a] = np.where(term, np.arange(s), i2 * w + j2)
+  p = np.zeros((s, 4, s))
+  p[np.arange(s)[:, None], np.arange(4)[None, :], nxt] = 1.0
+  dt = _checks.default_float()
+  phi = jnp.asarray(cell_features, dt).reshape(s, f)[nxt]
+  mdp = make_mdp(p, phi @ jnp.asarray(weights, dt), gamma, initial, term)
+  return Gridworld(mdp, phi)
+
+
+def delivery(key: jax.Array, *, height: int = 10, width: int = 10,
+             n_goal: int = 1, n_sheep: int = 2, n_coin: int = 4,
+             n_roadblock: int = 8, n_mud: int = 12,
+             weights: jax.typing.ArrayLike = DELIVERY_WEIGHTS,
+             gamma: float = 0.999) -> Gridworld:
+  r"""A random delivery-domain gridworld after Knox et al. (2022).
+
+  A 10 x 10 grid, 4 deterministic actions, and the six features
+  :data:`DELIVERY_FEATURES` = (step, goal, sheep, coin, roadblock, mud)
+  weighted :data:`DELIVERY_WEIGHTS` = (-1, +50, -50, +1, -1, -2): every move
+  pays the step cost and the features of the cell entered. Layout (ours,
+  drawn from ``key``): ``n_goal`` goal cells, ``n_sheep`` sheep cells (goal
+  and sheep cells are terminal), ``n_coin`` coin, ``n_roadblock``
+  roadblock and ``n_mud`` mud cells, on distinct cells chosen uniformly
+  without replacement; the other cells are empty. Coins pay on every entry
+  (the reward stays Markov in the cell). The episode starts uniformly on a
+  non-terminal cell. The paper is undiscounted; its code runs value
+  iteration with :math:`\gamma = 0.999` (THEORY.md §4), our default.
+
+  Args:
+    key: a ``jax.random`` key for the layout.
+    height, width: grid size (Python ints).
+    n_goal, n_sheep, n_coin, n_roadblock, n_mud: cell counts (Python ints).
+    weights: the six feature weights.
+    gamma: the discount, in [0, 1).
+
+  Returns:
+    A :class:`Gridworld` (``S = height * width``, ``A = 4``, ``F = 6``).
+
+  Raises:
+    ValueError: the cells do not fit in the grid, or as :func:`gridworld`.
+
+  References:
+    Knox, W. B., Hatgis-Kessell, S., Booth, S., Niekum, S., Stone, P. and
+    Allievi, A. Models of human preference for learning reward functions.
+    Transactions on Machine Learning Research 2023, arXiv:2206.02231 (the
+    delivery domain).
+
+  Tests:
+    tests/test_mdp.py::test_delivery_layout_and_features
+  """
+  height = _checks.check_static_int("height", height)
+  width = _checks.check_static_int("width", width)
+  counts = [_checks.check_static_int(n, c, 0) for n, c in (
+      ("n_goal", n_goal), ("n_sheep", n_sheep), ("n_coin", n_coin),
+      ("n_roadblock", n_roadblock), ("n_mud", n_mud))]
+  s = height * width
+  if sum(counts) >= s:
+    raise ValueError(f"the {sum(counts)} goal, sheep, coin, roadblock and mud "
+                     f"cells must leave a free cell of the {s}")
+  cells = np.asarray(jax.random.permutation(key, s))
+  kind = np.zeros(s, np.int64)  # 0 = empty, 1..5 = goal..mud
+  start = 0
+  for k, c in enumerate(counts, start=1):
+    kind[cells[start:start + c]] = k
+    start += c
+  feats = np.zeros((s, 6))
+  feats[:, 0] = 1.0
+  feats[np.arange(s), kind] += kind > 0
+  terminal = (kind == 1) | (kind == 2)
+  return gridworld(feats.reshape(height, width, 6), weights,
+                   terminal=terminal.reshape(height, width), gamma=gamma)
+
+
+def random_gridworld(key: jax.Array, height: int, width: int,
+                     n_features: int, *, p_terminal: float = 0.1,
+                     gamma: float = 0.99) -> Gridworld:
+  r"""A gridworld with random binary cell features and Gaussian weights.
+
+  Each cell has feature ``k`` with probability 1/2 independently; weights
+  are standard normal; each cell is terminal with probability
+  ``p_terminal`` (at least one cell is left non-terminal).
+
+  Args:
+    key: a ``jax.random`` key.
+    height, width, n_features: sizes (Python ints).
+    p_terminal: probability that a cell is terminal.
+    gamma: the discount, in [0, 1).
+
+  Returns:
+    A :class:`Gridworld`.
+
+  Tests:
+    tests/test_mdp.py::test_value_iteration_bellman_residual_within_tol
+  """
+  height = _checks.check_static_int("height", height)
+  width = _checks.check_static_int("width", width)
+  n_features = _checks.check_static_int("n_features", n_features)
+  _checks.check_in_range("p_terminal", p_terminal, 0.0, 1.0)
+  k_feat, k_w, k_term = jax.random.split(key, 3)
+  feats = jax.random.bernoulli(k_feat, 0.5, (height, width, n_features))
+  weights = jax.random.normal(k_w, (n_features,))
+  term = np.array(jax.random.bernoulli(k_term, p_terminal, (height, width)))
+  term.flat[0] = False
+  return gridworld(np.asarray(feats, np.float64), np.asarray(weights),
+                   terminal=term, gamma=gamma)
+
+
+def random_mdp(key: jax.Array, n_states: int, n_actions: int, *,
+               gamma: float | jax.typing.ArrayLike = 0.9,
+               p_terminal: float = 0.0) -> TabularMDP:
+  r"""A random MDP: Dirichlet transitions, Gaussian rewards.
+
+  .. math:: P(\cdot|s,a) \sim \mathrm{Dir}(\mathbf 1_S), \quad
+            r(s,a,s') \sim \mathcal N(0, 1),
+
+  each state terminal (absorbing) with probability ``p_terminal``, state 0
+  never; the initial distribution is uniform over non-terminal states.
+  Jittable and vmappable over ``key`` (sizes static); values are checked
+  only when concrete.
+
+  Args:
+    key: a ``jax.random`` key.
+    n_states: S (Python int).
+    n_actions: A (Python int).
+    gamma: the discount, in [0, 1).
+    p_terminal: probability that a state is terminal.
+
+  Returns:
+    The :class:`TabularMDP`, rewards [S, A, S].
+
+  Tests:
+    tests/test_mdp.py::test_value_iteration_matches_numpy_loop
+  """
+  s = _checks.check_static_int("n_states", n_states)
+  a = _checks.check_static_int("n_actions", n_actions)
+  _checks.check_in_range("p_terminal", p_terminal, 0.0, 1.0)
+  p, r, term = _random_mdp_arrays(key, s, a, p_terminal)
+  return make_mdp(p, r, gamma, terminal=term)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _random_mdp_arrays(key, s, a, p_terminal):
+  """Transitions, rewards and terminal mask of `random_mdp`.
+
+  Flat Dirichlet rows as normalised Exp(1) draws (cheaper to compile than
+  ``jax.random.dirichlet``'s gamma sampler).
+  """
+  dt = _checks.default_float()
+  k_p, k_r, k_t = jax.random.split(key, 3)
+  p = jax.random.exponential(k_p, (s, a, s), dt)
+  p = p / p.sum(-1, keepdims=True)
+  term = jax.random.bernoulli(k_t, p_terminal, (s,)).at[0].set(False)
+  stay = jnp.broadcast_to(jnp.eye(s, dtype=dt)[:, None, :], (s, a, s))
+  p = jnp.where(term[:, None, None], stay, p)
+  return p, jax.random.normal(k_r, (s, a, s), dt), term
