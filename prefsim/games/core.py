@@ -51,11 +51,13 @@ from prefsim.models import general
 
 __all__ = [
     "Game",
+    "advantages",
     "best_response",
     "check_game",
     "duality_gap",
     "exploitability",
     "gap",
+    "log_best_response",
     "make_game",
     "payoff",
 ]
@@ -157,12 +159,19 @@ def payoff(P: jax.Array, pi1: jax.Array, pi2: jax.Array) -> jax.Array:
   return jnp.einsum("...j,...jk,...k->...", pi1, P, pi2)
 
 
-def _advantages(P: jax.Array, pi: jax.Array) -> jax.Array:
+def advantages(P: jax.Array, pi: jax.Array) -> jax.Array:
   r"""``(P pi)_j - 1/2``: how much response ``j`` beats a draw from ``pi``.
 
   Computed as :math:`((P - \tfrac12)\pi)_j` (equal for a probability vector
   ``pi``): the entries of :math:`P - \tfrac12` are exact, so a gap near zero
   is not lost to the round-off of numbers near 1/2 (about 3e-8 in float32).
+  No argument checks (used inside solvers' steps).
+
+  Args:
+    P: ``[..., K, K]`` preference matrix.
+    pi: ``[..., K]`` policy.
+  Returns:
+    ``[..., K]`` advantages; :func:`exploitability` is their maximum.
   """
   return jnp.einsum("...jk,...k->...j", P - 0.5, pi)
 
@@ -188,7 +197,7 @@ def exploitability(P: jax.typing.ArrayLike, pi: jax.typing.ArrayLike
     tests/games/test_core.py::test_exploitability_nonnegative_and_zero_at_uniform_rps.
   """
   check_game(P, None, 0.0, pi)
-  return jnp.max(_advantages(jnp.asarray(P), jnp.asarray(pi)), axis=-1)
+  return jnp.max(advantages(jnp.asarray(P), jnp.asarray(pi)), axis=-1)
 
 
 def _safe_tau(tau):
@@ -219,11 +228,21 @@ def best_response(P: jax.typing.ArrayLike, pi: jax.typing.ArrayLike,
     tests/games/test_core.py::test_best_response_maximises_regularised_payoff.
   """
   check_game(P, ref, tau, pi)
-  return jnp.exp(_log_best_response(jnp.asarray(P), jnp.asarray(pi), ref, tau))
+  return jnp.exp(log_best_response(jnp.asarray(P), jnp.asarray(pi), ref, tau))
 
 
-def _log_best_response(P, pi, ref, tau):
-  v = _advantages(P, pi)
+def log_best_response(P: jax.Array, pi: jax.Array, ref: jax.Array,
+                      tau: jax.Array) -> jax.Array:
+  r"""``log`` of :func:`best_response`, without argument checks (for use
+  inside solvers, where the game was checked once).
+
+  Args:
+    P: ``[..., K, K]``; pi, ref: ``[..., K]``; tau: ``[...]``.
+  Returns:
+    ``[..., K]`` :math:`\log\mathrm{BR}(\pi)`; ``-inf`` off the argmax at
+    ``tau = 0``.
+  """
+  v = advantages(P, pi)
   positive, t = _safe_tau(tau)
   soft = jax.nn.log_softmax(jnp.log(ref) + v / t[..., None], axis=-1)
   hard = jnp.log(jax.nn.one_hot(jnp.argmax(v, axis=-1), v.shape[-1],
@@ -267,8 +286,8 @@ def duality_gap(P: jax.typing.ArrayLike, pi: jax.typing.ArrayLike,
   P, pi = jnp.asarray(P), jnp.asarray(pi)
   positive, t = _safe_tau(tau)
   soft = 2.0 * t * policies.kl(jnp.log(pi),
-                               _log_best_response(P, pi, ref, t))
-  hard = 2.0 * jnp.max(_advantages(P, pi), axis=-1)
+                               log_best_response(P, pi, ref, t))
+  hard = 2.0 * jnp.max(advantages(P, pi), axis=-1)
   return jnp.where(positive, soft, hard)
 
 

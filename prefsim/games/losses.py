@@ -39,15 +39,6 @@ __all__ = ["inpo", "inpo_tabular", "online_ipo", "online_ipo_tabular"]
 _ArrayLike = Any
 
 
-def _same_shape_floats(**arrays: _ArrayLike) -> list[jax.Array]:
-  """The arguments as float arrays of one dtype; ``ValueError`` naming them
-  unless their shapes agree."""
-  _checks.check_same_shape(**arrays)
-  xs = [_common.as_float(x) for x in arrays.values()]
-  dtype = jnp.result_type(*xs)
-  return [x.astype(dtype) for x in xs]
-
-
 def online_ipo(logratios: _ArrayLike, other_logratios: _ArrayLike,
                win_rate_diff: _ArrayLike, *, tau: float) -> jax.Array:
   r"""Online IPO loss of EGPO: regress the log-ratio margin on win rates.
@@ -105,7 +96,7 @@ def online_ipo(logratios: _ArrayLike, other_logratios: _ArrayLike,
     tests/games/test_losses.py::test_losses_reject_bad_input.
   """
   _checks.check_positive("tau", tau)
-  h, h_other, target = _same_shape_floats(
+  h, h_other, target = _common.same_shape_floats(
       logratios=logratios, other_logratios=other_logratios,
       win_rate_diff=win_rate_diff)
   return (h - h_other - target / tau) ** 2
@@ -165,7 +156,7 @@ def inpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike,
   """
   _checks.check_positive("eta", eta)
   _checks.check_nonnegative("tau", tau)
-  hw, hl, pw, pl = _same_shape_floats(
+  hw, hl, pw, pl = _common.same_shape_floats(
       chosen_logratios=chosen_logratios, rejected_logratios=rejected_logratios,
       chosen_prev_logratios=chosen_prev_logratios,
       rejected_prev_logratios=rejected_prev_logratios)

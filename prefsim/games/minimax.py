@@ -100,7 +100,7 @@ def _normalise(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def _exploitability(P: jax.Array, pi: jax.Array, valid: jax.Array
                     ) -> jax.Array:
   """Exploitability of a candidate, ``+inf`` if it is not a valid one."""
-  e = jnp.max(core._advantages(P, pi))  # pylint: disable=protected-access
+  e = jnp.max(core.advantages(P, pi))
   return jnp.where(valid & jnp.isfinite(e), e, jnp.inf)
 
 

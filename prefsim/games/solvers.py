@@ -172,7 +172,7 @@ def _mirror(log_pi, game, eta, g):
 
 def _advantage(game, log_pi):
   """``v(pi) = (P - 1/2) pi``, exact near zero (see core)."""
-  return core._advantages(game.P, jnp.exp(log_pi))  # pylint: disable=protected-access
+  return core.advantages(game.P, jnp.exp(log_pi))
 
 
 def _advance(state, log_policy, game, **extra):
@@ -421,7 +421,7 @@ def spo(eta: float, n_samples: int) -> Algorithm:
     samples = jax.random.categorical(key, state.log_policy, shape=(n_samples,))
     empirical = jnp.mean(jax.nn.one_hot(samples, k, dtype=game.P.dtype),
                          axis=0)
-    rewards = core._advantages(game.P, empirical)  # pylint: disable=protected-access
+    rewards = core.advantages(game.P, empirical)
     return _advance(state, _mirror(state.log_policy, game, eta, rewards),
                     game)
 
@@ -458,7 +458,7 @@ def fictitious_play() -> Algorithm:
   def step(key, state, game):
     del key
     game = _checked(game)
-    log_br = core._log_best_response(  # pylint: disable=protected-access
+    log_br = core.log_best_response(
         game.P, state.average_policy, game.ref, game.tau)
     return _advance(state, log_br, game)
 

@@ -27,11 +27,21 @@ def pair(chosen: Any, rejected: Any, beta: Any, *,
   shape or when a concrete ``beta`` is not positive. Inside ``jit`` a traced
   ``beta`` cannot be checked; a non-positive one gives a meaningless loss.
   """
-  _checks.check_same_shape(**{names[0]: chosen, names[1]: rejected})
+  chosen, rejected = same_shape_floats(**{names[0]: chosen,
+                                          names[1]: rejected})
   _checks.check_positive("beta", beta)
-  chosen, rejected = as_float(chosen), as_float(rejected)
-  dtype = jnp.promote_types(chosen.dtype, rejected.dtype)
-  return chosen.astype(dtype), rejected.astype(dtype)
+  return chosen, rejected
+
+
+def same_shape_floats(**arrays: Any) -> list[jax.Array]:
+  """The keyword arguments as float arrays of one (promoted) dtype.
+
+  Raises ``ValueError`` naming them unless their shapes agree.
+  """
+  _checks.check_same_shape(**arrays)
+  xs = [as_float(x) for x in arrays.values()]
+  dtype = jnp.result_type(*xs)
+  return [x.astype(dtype) for x in xs]
 
 
 def smoothed_logistic(z: jax.Array, eps: Any) -> jax.Array:
