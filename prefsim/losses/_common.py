@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 
 
 def as_float(x: Any) -> jax.Array:
@@ -54,5 +55,5 @@ def smoothed_logistic(z: jax.Array, eps: Any) -> jax.Array:
   terms of the sum carry the same sign). A literal ``eps == 0`` skips the
   linear term."""
   if isinstance(eps, (int, float)) and eps == 0:
-    return -jax.nn.log_sigmoid(z)
-  return -jax.nn.log_sigmoid(z) + eps * z
+    return -log_sigmoid(z)
+  return -log_sigmoid(z) + eps * z

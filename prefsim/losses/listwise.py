@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim.losses import _common
 
 __all__ = ["infonca", "lipo_lambda", "nca", "pl_dpo"]
@@ -107,7 +108,7 @@ def lipo_lambda(logratios: Any, labels: Any, *, beta: float) -> jax.Array:
             * jnp.abs(inv_discount[..., :, None] - inv_discount[..., None, :]))
   better = psi[..., :, None] > psi[..., None, :]
   weight = jax.lax.stop_gradient(jnp.where(better, weight, 0.0))
-  pair = -jax.nn.log_sigmoid(s[..., :, None] - s[..., None, :])
+  pair = -log_sigmoid(s[..., :, None] - s[..., None, :])
   return jnp.sum(weight * pair, axis=(-2, -1))
 
 
@@ -194,5 +195,5 @@ def nca(logratios: Any, rewards: Any, *, beta: float, alpha: float
   p = _targets(h, rewards, alpha)
   s = beta * h
   k = h.shape[-1]
-  return -jnp.sum(p * jax.nn.log_sigmoid(s) + jax.nn.log_sigmoid(-s) / k,
+  return -jnp.sum(p * log_sigmoid(s) + log_sigmoid(-s) / k,
                   axis=-1)

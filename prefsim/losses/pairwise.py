@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim.losses import _common
 
 __all__ = [
@@ -67,7 +68,7 @@ def dpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
     tests/losses/test_pairwise.py::test_tabular_dpo_converges_to_kl_optimal.
   """
   hw, hl = _common.pair(chosen_logratios, rejected_logratios, beta)
-  return -jax.nn.log_sigmoid(beta * (hw - hl))
+  return -log_sigmoid(beta * (hw - hl))
 
 
 def cdpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
@@ -139,7 +140,7 @@ def rdpo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
   z = beta * (hw - hl)
   # = [-(1-eps) log s(z) + eps log s(-z)] / (1-2eps), using
   # log s(-z) = log s(z) - z: one log-sigmoid instead of two.
-  return -jax.nn.log_sigmoid(z) - eps * z / (1 - 2 * eps)
+  return -log_sigmoid(z) - eps * z / (1 - 2 * eps)
 
 
 def ipo(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
@@ -255,7 +256,7 @@ def _bernoulli_kl(z: jax.Array, eps: Any) -> jax.Array:
   non-negative terms with :math:`q/p - 1 = \mathrm{expm1}(d)\sigma(-z)` and
   :math:`(1-q)/(1-p) - 1 = \mathrm{expm1}(-d)\sigma(z)`.
   """
-  log_qw, log_ql = jax.nn.log_sigmoid(z), jax.nn.log_sigmoid(-z)
+  log_qw, log_ql = log_sigmoid(z), log_sigmoid(-z)
   textbook = (jnp.exp(log_qw) * (log_qw - jnp.log1p(-eps))
               + jnp.exp(log_ql) * (log_ql - jnp.log(eps)))
   t = jnp.log1p(-eps) - jnp.log(eps)
@@ -293,8 +294,8 @@ def nca_pair(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
     tests/losses/test_listwise.py::test_nca_pair_is_nca_with_hard_labels.
   """
   hw, hl = _common.pair(chosen_logratios, rejected_logratios, beta)
-  return (-jax.nn.log_sigmoid(beta * hw) - 0.5 * jax.nn.log_sigmoid(-beta * hw)
-          - 0.5 * jax.nn.log_sigmoid(-beta * hl))
+  return (-log_sigmoid(beta * hw) - 0.5 * log_sigmoid(-beta * hw)
+          - 0.5 * log_sigmoid(-beta * hl))
 
 
 def bco_pair(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
@@ -326,8 +327,8 @@ def bco_pair(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
   """
   hw, hl = _common.pair(chosen_logratios, rejected_logratios, beta)
   delta = jax.lax.stop_gradient(jnp.asarray(delta, hw.dtype))
-  return (-jax.nn.log_sigmoid(beta * hw - delta)
-          - jax.nn.log_sigmoid(-(beta * hl - delta)))
+  return (-log_sigmoid(beta * hw - delta)
+          - log_sigmoid(-(beta * hl - delta)))
 
 
 def sppo_hard(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
@@ -437,7 +438,7 @@ def discopop(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
   _checks.check_positive("tau", tau)
   z = beta * (hw - hl)
   return (jax.nn.sigmoid(-z / tau) * jax.nn.softplus(-z)
-          + jnp.exp(jax.nn.log_sigmoid(z / tau) - z))
+          + jnp.exp(log_sigmoid(z / tau) - z))
 
 
 def aot(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,

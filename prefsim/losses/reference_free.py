@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim.losses import _common
 
 __all__ = ["orpo", "simpo"]
@@ -107,4 +108,4 @@ def orpo(chosen_logps: Any, rejected_logps: Any, *, beta: float
   for name, x in zip(_NAMES, (chosen_logps, rejected_logps)):
     _checks.check_in_range(name, x, -np.inf, 0.0, high_open=True)
   log_odds = (lw - ll) - (_log1mexp(lw) - _log1mexp(ll))
-  return -lw - beta * jax.nn.log_sigmoid(log_odds)
+  return -lw - beta * log_sigmoid(log_odds)

@@ -32,6 +32,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim import _optim
 
 __all__ = [
@@ -90,7 +91,7 @@ def log_likelihood(utilities: jax.typing.ArrayLike,
 
   .. math:: \ell(u) = \sum_{p=1}^{P} \log \sigma(u_{w_p} - u_{l_p})
 
-  computed with ``jax.nn.log_sigmoid``, so that the value and its gradient
+  computed in a stable log-sigmoid form, so that the value and its gradient
   stay finite for utility gaps of 1e4 in float32. Invariant to adding a
   constant to every utility.
 
@@ -116,7 +117,7 @@ def log_likelihood(utilities: jax.typing.ArrayLike,
   _checks.check_indices("winners", winners, k)
   _checks.check_indices("losers", losers, k)
   u = jnp.asarray(utilities)
-  return jnp.sum(jax.nn.log_sigmoid(u[winners] - u[losers]))
+  return jnp.sum(log_sigmoid(u[winners] - u[losers]))
 
 
 def sample(key: jax.Array, utilities: jax.typing.ArrayLike,
@@ -221,7 +222,7 @@ def _objective_gain(u, step, t, x, winners, losers, l2):
   f(u) = sum_p log sigma(u_w - u_l) - l2/2 |u|^2.
   """
   dx = step[winners] - step[losers]
-  gain = jnp.sum(jax.nn.log_sigmoid(x + t * dx) - jax.nn.log_sigmoid(x))
+  gain = jnp.sum(log_sigmoid(x + t * dx) - log_sigmoid(x))
   return gain - 0.5 * l2 * (2 * t * (u @ step) + t * t * (step @ step))
 
 
@@ -291,7 +292,7 @@ def _fit_core(winners, losers, l2, tol, *, n_items, method, max_iter):
     slope = g @ step  # Newton decrement squared (twice the predicted gain).
     gain_at = lambda t: _objective_gain(u, step, t, x, winners, losers, l2)
     # Rounding level of the gain (a sum of P log-sigmoid differences).
-    scale = noise * (1 + jnp.mean(jnp.abs(jax.nn.log_sigmoid(x))))
+    scale = noise * (1 + jnp.mean(jnp.abs(log_sigmoid(x))))
 
     # Backtracking (Armijo) on the gain, computed as a sum of differences; a
     # step whose predicted gain is below rounding level is taken as it is.

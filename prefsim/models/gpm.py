@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim import _optim
 
 __all__ = ["embed", "fit", "log_likelihood", "prob", "score",
@@ -192,7 +193,7 @@ def log_likelihood(embeddings: jax.typing.ArrayLike,
   _checks.check_positive("tau", tau)
   v = jnp.asarray(embeddings)
   s = score(v[jnp.asarray(winners)], v[jnp.asarray(losers)], lambdas)
-  return jnp.sum(jax.nn.log_sigmoid(s / tau))
+  return jnp.sum(log_sigmoid(s / tau))
 
 
 def embed(logits: jax.typing.ArrayLike, dim: int | None = None
@@ -288,7 +289,7 @@ def _fit_core(key, winners, losers, tau, l2, tol, init_scale, *, n_items,
     v, rho = params
     lam = jax.nn.softplus(rho)
     s = score(v[winners], v[losers], lam)
-    nll = -jnp.sum(jax.nn.log_sigmoid(s / tau))
+    nll = -jnp.sum(log_sigmoid(s / tau))
     return (nll + 0.5 * l2 * (jnp.sum(v * v) + jnp.sum(lam * lam))) / n
 
   (v, rho), _ = _optim.minimize_lbfgs(loss, (v0, rho0), max_iter=max_iter,
