@@ -2,6 +2,8 @@
 
 ``prefsim.testing`` (hypothesis strategies for your tests) needs the
 ``testing`` extra and is imported on its own: ``from prefsim import testing``.
+``prefsim.llm`` (the Flax NNX language model) is imported on its own too,
+``from prefsim import llm``, so that ``import prefsim`` stays light.
 """
 
 from prefsim import coverage
