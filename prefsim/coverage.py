@@ -1,4 +1,4 @@
-r"""Coverage coefficients and ranking accuracy.
+r"""Coverage coefficients, offline/online/hybrid training, ranking accuracy.
 
 Coverage measures how well a data distribution :math:`\mu` (the reference or
 behaviour policy that generated the pairs) covers a policy :math:`\pi`:
@@ -10,6 +10,15 @@ contrastive methods (DPO) need it bounded over the whole policy class (global
 coverage); online RLHF needs it only near :math:`\pi_{\rm ref}` (Song et al.
 2024). Policies are log-probabilities ``[X, K]``, as in
 :mod:`prefsim.policies`; a policy class is a stack ``[N, X, K]``.
+
+Training without global coverage: on a :class:`CoverageProblem` (a
+log-linear contextual bandit with a fixed offline data set; one-hot
+features make it tabular) :func:`offline_dpo` trains on the data alone,
+:func:`online_rlhf` fits a Bradley-Terry reward model on it and then
+optimises on-policy, and :func:`hypo` adds to DPO a reverse-KL penalty
+estimated from on-policy samples (Song et al. 2024). Each is an
+:class:`prefsim.Algorithm` whose ``info`` records the true reward, the KL
+to :math:`\pi_{\rm ref}` and the mass outside the data's support.
 
 Ranking accuracy (Chen et al. 2024) asks whether a policy gives the chosen
 response at least the probability of the rejected one, and compares it with
@@ -25,27 +34,49 @@ References:
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
+from prefsim import _optim
+from prefsim import loglinear
+from prefsim import losses
+from prefsim import offline
+from prefsim import policies
 from prefsim.data import PreferenceData
 from prefsim.policies import kl
+from prefsim.run import Algorithm
 
 __all__ = [
+    "CoverageProblem",
+    "RLHFState",
+    "TrainerState",
     "check_reference_support",
     "chi2_coverage",
     "coverage",
+    "coverage_problem",
     "dpo_loss_threshold",
     "dpo_ranks_correctly",
+    "fit_reward_model",
     "global_coverage",
+    "hypo",
     "idealized_ranking_accuracy",
+    "kl_regularised_reward",
     "local_coverage",
+    "offline_dpo",
+    "online_rlhf",
     "optimal_log_ratio",
     "out_of_support_mass",
+    "policy_logprobs",
     "ranking_accuracy",
+    "score_function_surrogate",
     "support_mask",
+    "tabular_features",
 ]
 
 # Chen et al. 2024 (footnote 5, App. C.4): where every rater agrees
@@ -439,7 +470,7 @@ def dpo_loss_threshold(ref_logp_w: jax.Array, ref_logp_l: jax.Array,
   _checks.check_same_shape(ref_logp_w=ref_logp_w, ref_logp_l=ref_logp_l)
   _checks.check_positive("beta", beta)
   c = jnp.asarray(ref_logp_l) - jnp.asarray(ref_logp_w)
-  return -jax.nn.log_sigmoid(beta * c)
+  return -log_sigmoid(beta * c)
 
 
 def dpo_ranks_correctly(loss: jax.Array, ref_logp_w: jax.Array,
@@ -470,3 +501,550 @@ def dpo_ranks_correctly(loss: jax.Array, ref_logp_w: jax.Array,
   """
   _checks.check_same_shape(loss=loss, ref_logp_w=ref_logp_w)
   return jnp.asarray(loss) <= dpo_loss_threshold(ref_logp_w, ref_logp_l, beta)
+
+
+# --------------------------------------------------------------------------
+# Offline, online and hybrid training (Song et al. 2024)
+# --------------------------------------------------------------------------
+
+
+class CoverageProblem(NamedTuple):
+  r"""A log-linear contextual bandit with a fixed offline data set.
+
+  The policy class is log-linear around the reference,
+  :math:`\pi_\theta(y\mid x) \propto \pi_{\rm ref}(y\mid x)\,
+  e^{\theta^\top\phi(x,y)}`, as in :mod:`prefsim.loglinear`, but the true
+  reward :math:`r^*` is any table: it need not be linear in the features,
+  which is what lets a data set without global coverage hide a reward hack.
+  A tabular softmax is the special case of one-hot features
+  (:func:`tabular_features`), so one trainer serves both.
+
+  Attributes:
+    features: ``[X, K, D]`` features :math:`\phi(x, y)`.
+    ref_logprobs: ``[X, K]`` log-probabilities of :math:`\pi_{\rm ref}`.
+    rewards: ``[X, K]`` true rewards :math:`r^*(x, y)`, used only to score
+      policies (``info["reward"]``), never by a trainer.
+    counts: ``[X, K, K]`` comparison counts of the offline data,
+      ``counts[x, i, j]`` pairs at prompt ``x`` with ``i`` chosen over ``j``
+      (:func:`prefsim.offline.comparison_counts`).
+    mask: bool ``[X, K]`` support of the data (:func:`support_mask`).
+    beta: scalar KL strength :math:`\beta > 0`.
+
+  Build it with :func:`coverage_problem`, which checks it. Every field is an
+  array, so a batch of problems sweeps with ``problem_axis=0``.
+  """
+
+  features: jax.Array
+  ref_logprobs: jax.Array
+  rewards: jax.Array
+  counts: jax.Array
+  mask: jax.Array
+  beta: jax.Array
+
+
+def tabular_features(n_prompts: int, n_responses: int) -> jax.Array:
+  r"""One-hot features ``[X, K, X*K]``: :math:`\phi(x, y) = e_{xK + y}`.
+
+  With them :math:`\theta` is a table of logits and :math:`\pi_\theta` a
+  tabular softmax around :math:`\pi_{\rm ref}`.
+
+  Args:
+    n_prompts: ``X`` (static).
+    n_responses: ``K`` (static).
+  Returns:
+    ``[X, K, X*K]`` features in the default float dtype.
+  """
+  n_prompts = _checks.check_static_int("n_prompts", n_prompts)
+  n_responses = _checks.check_static_int("n_responses", n_responses)
+  eye = jnp.eye(n_prompts * n_responses, dtype=_checks.default_float())
+  return eye.reshape(n_prompts, n_responses, n_prompts * n_responses)
+
+
+def coverage_problem(features: jax.Array, ref_logprobs: jax.Array,
+                     rewards: jax.Array, data: PreferenceData, *,
+                     beta: float) -> CoverageProblem:
+  r"""A checked :class:`CoverageProblem` from features and a data set.
+
+  Args:
+    features: ``[X, K, D]`` features.
+    ref_logprobs: ``[X, K]`` log-probabilities of :math:`\pi_{\rm ref}`
+      (``-inf`` allowed off the data's support).
+    rewards: ``[X, K]`` true rewards.
+    data: the offline :class:`~prefsim.data.PreferenceData`, ``P`` pairs.
+    beta: KL strength, ``> 0``.
+  Returns:
+    The :class:`CoverageProblem`, in the dtype of ``features``.
+  Raises:
+    ValueError: if ``features`` is not ``[X, K, D]``, ``ref_logprobs`` or
+      ``rewards`` is not ``[X, K]``, an index of ``data`` is out of range,
+      ``beta <= 0``, or :math:`\pi_{\rm ref}` gives zero probability to a
+      response some pair uses (:func:`check_reference_support`).
+  Tests:
+    tests/test_coverage.py::test_trainer_bad_inputs_raise.
+  """
+  _checks.check_ndim("features", features, 3, "[X, K, D]")
+  _checks.check_ndim("ref_logprobs", ref_logprobs, 2, "[X, K]")
+  if np.shape(ref_logprobs) != np.shape(features)[:2]:
+    raise ValueError(f"ref_logprobs [X, K] and features [X, K, D] must share "
+                     f"[X, K], got ref_logprobs {np.shape(ref_logprobs)} and "
+                     f"features {np.shape(features)}")
+  _checks.check_same_shape(ref_logprobs=ref_logprobs, rewards=rewards)
+  _checks.check_positive("beta", beta)
+  check_reference_support(ref_logprobs, data)
+  n_prompts, n_responses, _ = np.shape(features)
+  dtype = jnp.asarray(features).dtype
+  return CoverageProblem(
+      features=jnp.asarray(features),
+      ref_logprobs=jnp.asarray(ref_logprobs, dtype),
+      rewards=jnp.asarray(rewards, dtype),
+      counts=offline.comparison_counts(data, n_prompts,
+                                       n_responses).astype(dtype),
+      mask=support_mask(data, n_prompts, n_responses),
+      beta=jnp.asarray(beta, dtype))
+
+
+def _policy_class(problem: CoverageProblem, beta: jax.Array | None = None
+                  ) -> loglinear.LogLinearProblem:
+  """The log-linear policy class of ``problem`` as a LogLinearProblem, for
+  :func:`prefsim.offline.mean_loss` (its theta_star only fixes the shape of
+  theta: a coverage problem's true reward is ``problem.rewards``)."""
+  dim = problem.features.shape[-1]
+  return loglinear.LogLinearProblem(
+      features=problem.features, ref_logprobs=problem.ref_logprobs,
+      theta_star=jnp.zeros(dim, problem.features.dtype),
+      beta=problem.beta if beta is None else beta,
+      eps=jnp.zeros((), problem.features.dtype))
+
+
+def policy_logprobs(theta: jax.Array, problem: CoverageProblem) -> jax.Array:
+  r"""Log-probabilities ``[X, K]`` of :math:`\pi_\theta`,
+  :func:`prefsim.loglinear.logprobs` on the problem's policy class."""
+  return loglinear.logprobs(theta, _policy_class(problem))
+
+
+def score_function_surrogate(key: jax.Array, logprobs: jax.Array,
+                             values: jax.Array, n_samples: int) -> jax.Array:
+  r"""A surrogate whose value and gradient estimate :math:`\mathbb{E}_x
+  \mathbb{E}_{y\sim\pi}[v(x,y)]` from on-policy samples.
+
+  Draws :math:`y_1..y_n \sim \pi(\cdot\mid x)` at every prompt and returns
+
+  .. math:: S = \frac{1}{nX}\sum_{x,s} \Big[\bar v_{x,s}
+            + \big(\log\pi(y_s\mid x) - \overline{\log\pi(y_s\mid x)}\big)
+              \big(\bar v_{x,s} - b_{x,s}\big)\Big],\qquad
+            b_{x,s} = \frac{1}{n-1}\sum_{s'\ne s}\bar v_{x,s'}
+
+  where the bar stops the gradient and :math:`\bar v_{x,s} = v(x, y_s)`. Its
+  value is the sample mean of :math:`v` (unbiased for
+  :math:`\mathbb{E}_x\mathbb{E}_\pi v`), and its gradient the REINFORCE
+  (score-function) estimate with the leave-one-out baseline,
+  :math:`\frac{1}{nX}\sum \nabla\log\pi(y_s\mid x)(v_s - b_s)`, unbiased for
+  :math:`\mathbb{E}_x\mathbb{E}_\pi[\nabla\log\pi\, v]` because
+  :math:`b_{x,s}` does not depend on :math:`y_s`. With
+  :math:`v = \log\pi - \log\pi_{\rm ref}` (stopped) that is
+  :math:`\nabla\mathbb{E}_x\mathrm{KL}(\pi\|\pi_{\rm ref})`, since
+  :math:`\mathbb{E}_\pi\nabla\log\pi = 0`; with
+  :math:`v = \hat r - \beta(\log\pi - \log\pi_{\rm ref})` it is the gradient
+  of the KL-regularised reward.
+
+  Args:
+    key: a ``jax.random`` key.
+    logprobs: ``[X, K]`` log-probabilities of :math:`\pi` (differentiable).
+    values: ``[X, K]`` values :math:`v(x, y)`; their gradient is stopped.
+      Values where :math:`\pi(y\mid x) = 0` are never used (they may be
+      NaN).
+    n_samples: samples per prompt, ``n >= 2`` (static).
+  Returns:
+    The scalar surrogate.
+  Raises:
+    ValueError: if ``n_samples < 2`` or the shapes differ.
+  Tests:
+    tests/test_coverage.py::test_score_function_gradient_is_unbiased.
+  """
+  n_samples = _checks.check_static_int("n_samples", n_samples, 2)
+  _checks.check_same_shape(logprobs=logprobs, values=values)
+  # Responses with pi = 0 are never sampled; their values may be undefined
+  # (-inf - (-inf) for a log-ratio): select, never multiply by a zero weight.
+  inside = logprobs > -jnp.inf
+  values = jax.lax.stop_gradient(jnp.where(inside, values, 0.0))
+  samples = policies.sample(key, jax.lax.stop_gradient(logprobs),
+                            n_samples)                          # [n, X]
+  logprobs = jnp.where(inside, logprobs, 0.0)
+  # A one-hot selection rather than a gather, whose gradient is a scatter.
+  onehot = samples[..., None] == jnp.arange(logprobs.shape[-1])  # [n, X, K]
+  logp = jnp.sum(jnp.where(onehot, logprobs, 0.0), axis=-1)     # [n, X]
+  v = jnp.sum(jnp.where(onehot, values, 0.0), axis=-1)          # [n, X]
+  baseline = (jnp.sum(v, 0, keepdims=True) - v) / (n_samples - 1)
+  score = logp - jax.lax.stop_gradient(logp)                    # 0, with grad
+  return jnp.mean(v + score * (v - baseline))
+
+
+def kl_regularised_reward(logprobs: jax.Array, ref_logprobs: jax.Array,
+                          rewards: jax.Array, beta: jax.Array) -> jax.Array:
+  r"""The KL-regularised reward :math:`\mathbb{E}_x[\mathbb{E}_\pi r -
+  \beta\,\mathrm{KL}(\pi\|\pi_{\rm ref})]`, prompts uniform, a scalar
+  (maximised by :func:`prefsim.policies.kl_optimal`)."""
+  return jnp.mean(policies.expected_reward(logprobs, rewards)
+                  - beta * kl(logprobs, ref_logprobs))
+
+
+def _metrics(theta: jax.Array, problem: CoverageProblem
+             ) -> dict[str, jax.Array]:
+  """The true reward J, E_x KL(pi || pi_ref) and the out-of-support mass."""
+  logp = policy_logprobs(theta, problem)
+  return {"reward": jnp.mean(policies.expected_reward(logp, problem.rewards)),
+          "kl": jnp.mean(kl(logp, problem.ref_logprobs)),
+          "out_of_support_mass": jnp.mean(out_of_support_mass(logp,
+                                                              problem.mask))}
+
+
+class TrainerState(NamedTuple):
+  """The state of :func:`offline_dpo` and :func:`hypo`.
+
+  Attributes:
+    theta: ``[D]`` parameters.
+    opt_state: the optax optimiser's state.
+  """
+
+  theta: jax.Array
+  opt_state: Any
+
+
+class RLHFState(NamedTuple):
+  """The state of :func:`online_rlhf`.
+
+  Attributes:
+    theta: ``[D]`` policy parameters.
+    opt_state: the optax optimiser's state.
+    reward_model: ``[X, K]`` the reward model :math:`\\hat r` fitted on the
+      offline data at ``init``.
+  """
+
+  theta: jax.Array
+  opt_state: Any
+  reward_model: jax.Array
+
+
+Optimizer = Callable[[float], optax.GradientTransformation]
+
+
+def _check_trainer_args(lr: float, optimizer: Any
+                        ) -> optax.GradientTransformation:
+  """Checks ``lr`` and ``optimizer``; returns ``optimizer(lr)``."""
+  _checks.check_positive("lr", lr)
+  if not callable(optimizer):
+    raise TypeError(f"optimizer must be an optax optimiser factory such as "
+                    f"optax.sgd, got {type(optimizer).__name__}")
+  return optimizer(lr)
+
+
+def _update(opt, state, grad):
+  """One optax step: the new parameters and optimiser state."""
+  updates, opt_state = opt.update(grad, state.opt_state, state.theta)
+  return optax.apply_updates(state.theta, updates), opt_state
+
+
+def _dpo_loss(loss: Callable[..., jax.Array], theta: jax.Array,
+              problem: CoverageProblem) -> jax.Array:
+  """The empirical pairwise loss on the offline data (offline.mean_loss)."""
+  return offline.mean_loss(loss, theta, problem.counts,
+                           _policy_class(problem))
+
+
+def offline_dpo(loss: Callable[..., jax.Array] = losses.dpo, *, lr: float,
+                optimizer: Optimizer = optax.sgd) -> Algorithm:
+  r"""Offline DPO (or IPO, or any pairwise loss) on a fixed data set.
+
+  Full-batch steps on the empirical loss of the problem's data,
+
+  .. math:: \hat L(\theta) = \frac1P\sum_{x,i,j} N[x,i,j]\,
+            \ell\big(h_\theta(x,i), h_\theta(x,j)\big),\qquad
+            h_\theta = \log\pi_\theta - \log\pi_{\rm ref},
+
+  (:func:`prefsim.offline.mean_loss`), from :math:`\theta = 0`
+  (:math:`\pi_\theta = \pi_{\rm ref}`). No sample of the current policy is
+  ever drawn: responses in no pair enter only through the normaliser, which
+  cancels in every margin, so in a log-linear class they move only as their
+  features drag them — the failure without global coverage that Song et
+  al. 2024 analyse.
+
+  Args:
+    loss: a pairwise loss ``loss(chosen, rejected, *, beta)`` of
+      :mod:`prefsim.losses` (``losses.dpo``, ``losses.ipo``, or a
+      ``functools.partial`` with fixed hyperparameters).
+    lr: step size, ``> 0``.
+    optimizer: an optax optimiser factory, ``optimizer(lr)`` (default
+      ``optax.sgd``).
+  Returns:
+    An :class:`prefsim.Algorithm` with state :class:`TrainerState`; each
+    step's ``info`` holds ``loss`` (:math:`\hat L(\theta_t)`) and, at
+    :math:`\theta_{t+1}`, ``reward`` (:math:`J(\pi) = \mathbb{E}_x
+    \mathbb{E}_{y\sim\pi} r^*(x,y)`), ``kl`` (:math:`\mathbb{E}_x
+    \mathrm{KL}(\pi\|\pi_{\rm ref})`) and ``out_of_support_mass`` (mean over
+    prompts of the mass off ``problem.mask``).
+  Raises:
+    TypeError, ValueError: for a non-callable ``loss`` or ``optimizer``, or
+      ``lr <= 0``.
+  References:
+    Rafailov et al. Direct Preference Optimization. NeurIPS 2023.
+    Song et al. The Importance of Online Data. NeurIPS 2024,
+    arXiv:2406.01462 (offline contrastive methods need global coverage).
+  Tests:
+    tests/test_coverage.py::test_trainer_infos_by_hand,
+    tests/test_coverage.py::test_trainers_jit_and_vmap.
+  """
+  if not callable(loss):
+    raise TypeError(f"loss must be a pairwise loss function, got "
+                    f"{type(loss).__name__}")
+  opt = _check_trainer_args(lr, optimizer)
+
+  def init(key: jax.Array, problem: CoverageProblem) -> TrainerState:
+    del key
+    theta = jnp.zeros(problem.features.shape[-1], problem.features.dtype)
+    return TrainerState(theta, opt.init(theta))
+
+  def step(key: jax.Array, state: TrainerState, problem: CoverageProblem
+           ) -> tuple[TrainerState, dict[str, jax.Array]]:
+    del key  # Full-batch steps are deterministic.
+    value, grad = jax.value_and_grad(_dpo_loss, 1)(loss, state.theta, problem)
+    theta, opt_state = _update(opt, state, grad)
+    return TrainerState(theta, opt_state), {"loss": value,
+                                            **_metrics(theta, problem)}
+
+  return Algorithm(init, step)
+
+
+def hypo(loss: Callable[..., jax.Array] = losses.dpo, *, lam: float,
+         lr: float, n_samples: int = 8, exact_kl: bool = False,
+         optimizer: Optimizer = optax.sgd) -> Algorithm:
+  r"""HyPO: offline DPO plus a reverse-KL penalty from on-policy samples.
+
+  Minimises
+
+  .. math:: L(\theta) = \hat L_{\rm DPO}(\theta)
+            + \lambda\,\mathbb{E}_x\mathrm{KL}\big(\pi_\theta(\cdot\mid x)
+              \,\|\,\pi_{\rm ref}(\cdot\mid x)\big)
+
+  with :math:`\hat L_{\rm DPO}` the full-batch loss of :func:`offline_dpo`
+  on the offline data (labelled) and the KL term estimated from
+  ``n_samples`` unlabelled responses :math:`y \sim \pi_{\theta_t}(\cdot\mid
+  x)` per prompt: :func:`score_function_surrogate` with
+  :math:`v = \log\pi_\theta - \log\pi_{\rm ref}`, an unbiased REINFORCE
+  gradient with a leave-one-out baseline (``exact_kl=True``: the exact
+  gradient instead). The KL term is :math:`\ge 0`, zero iff
+  :math:`\pi_\theta = \pi_{\rm ref}` at every prompt, and it sees every
+  response the policy samples, seen in the data or not: it is what stops
+  the mass drifting onto responses that appear in no pair.
+
+  Args:
+    loss: the pairwise loss of the offline part (default ``losses.dpo``).
+    lam: the KL weight :math:`\lambda \ge 0` (0 gives :func:`offline_dpo`).
+    lr: step size, ``> 0``.
+    n_samples: on-policy samples per prompt per step, ``>= 2`` (static).
+    exact_kl: use the exact gradient of the KL term, not the sample estimate.
+    optimizer: an optax optimiser factory (default ``optax.sgd``).
+  Returns:
+    An :class:`prefsim.Algorithm` with state :class:`TrainerState` and the
+    ``info`` of :func:`offline_dpo`, ``loss`` being
+    :math:`\hat L_{\rm DPO}(\theta_t) + \lambda\,\mathbb{E}_x
+    \mathrm{KL}(\pi_{\theta_t}\|\pi_{\rm ref})` with the exact KL.
+  Raises:
+    TypeError, ValueError: as :func:`offline_dpo`, or for ``lam < 0`` or
+      ``n_samples < 2``.
+  References:
+    Song, Swamy, Singh, Bagnell, Sun. The Importance of Online Data:
+    Understanding Preference Fine-tuning via Coverage. NeurIPS 2024,
+    arXiv:2406.01462: HyPO — DPO on the offline data plus
+    :math:`\lambda` times the reverse KL to :math:`\pi_{\rm ref}` on
+    online samples. The structure follows the paper's abstract and
+    THEORY.md §7; the algorithm number (Algorithm 1), its equation and the
+    exact weighting of its KL term are unverified against the paper's text.
+  Tests:
+    tests/test_coverage.py::test_hypo_kl_term_is_nonnegative_zero_iff_ref,
+    tests/test_coverage.py::test_score_function_gradient_is_unbiased,
+    tests/test_coverage.py::test_trainer_infos_by_hand,
+    tests/test_coverage.py::test_trainers_jit_and_vmap.
+  """
+  if not callable(loss):
+    raise TypeError(f"loss must be a pairwise loss function, got "
+                    f"{type(loss).__name__}")
+  _checks.check_nonnegative("lam", lam)
+  n_samples = _checks.check_static_int("n_samples", n_samples, 2)
+  opt = _check_trainer_args(lr, optimizer)
+
+  def init(key: jax.Array, problem: CoverageProblem) -> TrainerState:
+    del key
+    theta = jnp.zeros(problem.features.shape[-1], problem.features.dtype)
+    return TrainerState(theta, opt.init(theta))
+
+  def kl_term(key, theta, problem):
+    logp = policy_logprobs(theta, problem)
+    if exact_kl:
+      return jnp.mean(kl(logp, problem.ref_logprobs))
+    return score_function_surrogate(key, logp, logp - problem.ref_logprobs,
+                                    n_samples)
+
+  def step(key: jax.Array, state: TrainerState, problem: CoverageProblem
+           ) -> tuple[TrainerState, dict[str, jax.Array]]:
+    dpo_value, dpo_grad = jax.value_and_grad(_dpo_loss, 1)(loss, state.theta,
+                                                           problem)
+    kl_grad = jax.grad(kl_term, 1)(key, state.theta, problem)
+    theta, opt_state = _update(opt, state, dpo_grad + lam * kl_grad)
+    exact = jnp.mean(kl(policy_logprobs(state.theta, problem),
+                        problem.ref_logprobs))
+    return TrainerState(theta, opt_state), {"loss": dpo_value + lam * exact,
+                                            **_metrics(theta, problem)}
+
+  return Algorithm(init, step)
+
+
+def fit_reward_model(problem: CoverageProblem, reward_model: str, *,
+                     l2: float = 0.0, max_iter: int = 200) -> jax.Array:
+  r"""The Bradley-Terry reward model of the offline data, ``[X, K]``.
+
+  Maximum likelihood (MAP with ``l2 > 0``) over a reward class:
+
+  .. math:: \hat w = \arg\min_w\ \sum_{x,i,j} N[x,i,j]\,
+            \big(-\log\sigma(w^\top(\psi(x,i) - \psi(x,j)))\big)
+            + \frac{\ell_2}{2}\|w\|^2,\qquad \hat r = \psi\,\hat w
+
+  (the DPO loss at :math:`\beta = 1` on the margins, by
+  :func:`prefsim.offline.mean_loss`, minimised by L-BFGS):
+
+  * ``"linear"``: :math:`\psi = \phi`, the problem's features — the same
+    class as the policy's, so :math:`\pi_{\hat r}^* \propto \pi_{\rm ref}
+    e^{\hat r/\beta}` is :math:`\pi_\theta` with :math:`\theta = \hat w/\beta`,
+    DPO's own optimum on the same data (with ``l2 = 0``): RLHF with this
+    reward extrapolates exactly as DPO does.
+  * ``"tabular"``: :math:`\psi` one-hot (:func:`tabular_features`), a free
+    reward per (prompt, response) fitted on the responses seen in the data;
+    a response in no pair gets no extrapolation: the lowest fitted reward
+    of the seen responses at its prompt (a pessimistic choice; with an
+    ``l2`` penalty it would otherwise sit at 0, an arbitrary level).
+    Comparison graphs that are not strongly connected need ``l2 > 0``.
+
+  Args:
+    problem: the :class:`CoverageProblem` (its ``counts`` are the data).
+    reward_model: ``"linear"`` or ``"tabular"`` (static).
+    l2: penalty :math:`\ell_2 \ge 0` (on the summed, not averaged, loss).
+    max_iter: the most L-BFGS iterations (static).
+  Returns:
+    ``[X, K]`` rewards :math:`\hat r`.
+  Raises:
+    ValueError: for an unknown ``reward_model`` or ``l2 < 0``. Inside jit
+      no value is checked; without an MLE (``l2 = 0``, separable data) the
+      fit stops after ``max_iter`` iterations with large rewards.
+  Tests:
+    tests/test_coverage.py::test_linear_reward_model_recovers_dpo_optimum,
+    tests/test_coverage.py::test_online_rlhf_exact_converges_to_kl_optimal.
+  """
+  if reward_model not in ("linear", "tabular"):
+    raise ValueError(f"reward_model must be 'linear' or 'tabular', got "
+                     f"{reward_model!r}")
+  _checks.check_nonnegative("l2", l2)
+  max_iter = _checks.check_static_int("max_iter", max_iter)
+  n_prompts, n_responses, _ = problem.features.shape
+  features = (problem.features if reward_model == "linear"
+              else tabular_features(n_prompts, n_responses).astype(
+                  problem.features.dtype))
+  reward_class = _policy_class(problem._replace(features=features),
+                               beta=jnp.ones((), features.dtype))
+  n_pairs = jnp.sum(problem.counts)
+
+  def objective(w):
+    nll = offline.mean_loss(losses.dpo, w, problem.counts, reward_class)
+    return n_pairs * nll + 0.5 * l2 * jnp.sum(w ** 2)
+
+  w, _ = _optim.minimize_lbfgs(objective,
+                               jnp.zeros(features.shape[-1], features.dtype),
+                               max_iter=max_iter)
+  rewards = features @ w
+  if reward_model == "tabular":
+    lowest = jnp.min(jnp.where(problem.mask, rewards, jnp.inf), axis=-1,
+                     keepdims=True)
+    rewards = jnp.where(problem.mask, rewards, lowest)
+  return rewards
+
+
+def online_rlhf(*, reward_model: str, lr: float, n_samples: int = 8,
+                exact: bool = False, reward_l2: float = 0.0,
+                reward_iters: int = 200,
+                optimizer: Optimizer = optax.sgd) -> Algorithm:
+  r"""Online RLHF: a reward model fitted offline, then on-policy optimisation.
+
+  ``init`` fits :math:`\hat r` on the offline data
+  (:func:`fit_reward_model`) and starts at :math:`\theta = 0`; each step
+  ascends the KL-regularised reward of :math:`\hat r`,
+
+  .. math:: J_\beta(\theta) = \mathbb{E}_x\Big[\mathbb{E}_{y\sim\pi_\theta}
+            \hat r(x,y) - \beta\,\mathrm{KL}(\pi_\theta\|\pi_{\rm ref})\Big],
+
+  with the REINFORCE estimate from ``n_samples`` responses of the current
+  policy per prompt (:func:`score_function_surrogate` with :math:`v = \hat r
+  - \beta(\log\pi_\theta - \log\pi_{\rm ref})`, unbiased), or its exact
+  gradient with ``exact=True``. Its maximiser over all policies is
+  :math:`\pi^* \propto \pi_{\rm ref}e^{\hat r/\beta}`
+  (:func:`prefsim.policies.kl_optimal`), whose density ratio to
+  :math:`\pi_{\rm ref}` the range of :math:`\hat r` bounds — the partial
+  coverage that online RLHF needs.
+
+  Args:
+    reward_model: ``"linear"`` or ``"tabular"`` (see
+      :func:`fit_reward_model`).
+    lr: step size, ``> 0``.
+    n_samples: on-policy samples per prompt per step, ``>= 2`` (static).
+    exact: use the exact gradient of :math:`J_\beta` (no sampling).
+    reward_l2: the reward model's L2 penalty, ``>= 0``.
+    reward_iters: the most L-BFGS iterations of the reward fit.
+    optimizer: an optax optimiser factory (default ``optax.sgd``).
+  Returns:
+    An :class:`prefsim.Algorithm` with state :class:`RLHFState`; ``info``
+    as :func:`offline_dpo`, ``loss`` being :math:`-J_\beta(\theta_t)` under
+    :math:`\hat r` (exact).
+  Raises:
+    TypeError, ValueError: for an unknown ``reward_model``, ``lr <= 0``,
+      ``n_samples < 2`` or ``reward_l2 < 0``.
+  References:
+    Song et al. 2024, arXiv:2406.01462 (online RL needs only partial
+    coverage). Ouyang et al. Training language models to follow
+    instructions with human feedback. NeurIPS 2022 (the RLHF pipeline).
+  Tests:
+    tests/test_coverage.py::test_online_rlhf_exact_converges_to_kl_optimal,
+    tests/test_coverage.py::test_trainer_infos_by_hand,
+    tests/test_coverage.py::test_trainers_jit_and_vmap.
+  """
+  if reward_model not in ("linear", "tabular"):
+    raise ValueError(f"reward_model must be 'linear' or 'tabular', got "
+                     f"{reward_model!r}")
+  n_samples = _checks.check_static_int("n_samples", n_samples, 2)
+  _checks.check_nonnegative("reward_l2", reward_l2)
+  reward_iters = _checks.check_static_int("reward_iters", reward_iters)
+  opt = _check_trainer_args(lr, optimizer)
+
+  def init(key: jax.Array, problem: CoverageProblem) -> RLHFState:
+    del key
+    theta = jnp.zeros(problem.features.shape[-1], problem.features.dtype)
+    rewards = fit_reward_model(problem, reward_model, l2=reward_l2,
+                               max_iter=reward_iters)
+    return RLHFState(theta, opt.init(theta), rewards)
+
+  def surrogate(key, theta, problem, rewards):
+    logp = policy_logprobs(theta, problem)
+    if exact:
+      return kl_regularised_reward(logp, problem.ref_logprobs, rewards,
+                                   problem.beta)
+    values = rewards - problem.beta * (logp - problem.ref_logprobs)
+    return score_function_surrogate(key, logp, values, n_samples)
+
+  def step(key: jax.Array, state: RLHFState, problem: CoverageProblem
+           ) -> tuple[RLHFState, dict[str, jax.Array]]:
+    grad = jax.grad(surrogate, 1)(key, state.theta, problem,
+                                  state.reward_model)
+    theta, opt_state = _update(opt, state, -grad)
+    value = kl_regularised_reward(policy_logprobs(state.theta, problem),
+                                  problem.ref_logprobs, state.reward_model,
+                                  problem.beta)
+    return (RLHFState(theta, opt_state, state.reward_model),
+            {"loss": -value, **_metrics(theta, problem)})
+
+  return Algorithm(init, step)

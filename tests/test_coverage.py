@@ -1,16 +1,21 @@
-"""Tests of prefsim.coverage: coverage coefficients, ranking accuracy, and the
-theorems of Song et al. 2024 and Chen et al. 2024 that need no trainer."""
+"""Tests of prefsim.coverage: coverage coefficients, ranking accuracy, the
+offline/online/hybrid trainers, and the theorems of Song et al. 2024 and
+Chen et al. 2024 that they check."""
 
 from __future__ import annotations
+
+import functools
 
 import hypothesis
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import prefsim
 from prefsim import _checks
 from prefsim import coverage as cov
 from prefsim import data as pdata
@@ -389,3 +394,313 @@ def test_thm41_ranked_right_iff_loss_below_threshold(pol, ref, beta):
     np.testing.assert_allclose(
         cov.ranking_accuracy(pol[clear, 0], pol[clear, 1]),
         np.mean(said[clear]))
+
+
+# --- Song et al. 2024: offline DPO, online RLHF and HyPO trainers ---------
+
+
+def _tiny_tabular(beta=0.5):
+  """X = 2, K = 3, one-hot features; pairs (x=0: 0 > 1), (x=1: 2 > 0), so
+  response 2 of prompt 0 and response 1 of prompt 1 are in no pair."""
+  ref = np.log(np.array([[0.5, 0.3, 0.2], [0.25, 0.25, 0.5]]))
+  rewards = np.array([[1.0, 0.0, -2.0], [0.5, 3.0, 1.0]])
+  data = pdata.PreferenceData(prompt=jnp.array([0, 1]),
+                              chosen=jnp.array([0, 2]),
+                              rejected=jnp.array([1, 0]))
+  ref, rewards = _f(ref, rewards)
+  return cov.coverage_problem(cov.tabular_features(2, 3), ref, rewards, data,
+                              beta=beta), ref, rewards
+
+
+def _metrics64(logits, ref, rewards, mask):
+  """J, E_x KL(pi || pi_ref) and the unseen mass of softmax(ref + logits),
+  in float64 NumPy."""
+  z = np.float64(ref) + np.float64(logits)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  p = np.exp(logp)
+  return {"reward": np.mean(np.sum(p * np.float64(rewards), -1)),
+          "kl": np.mean(np.sum(p * (logp - np.float64(ref)), -1)),
+          "out_of_support_mass": np.mean(np.sum(np.where(mask, 0, p), -1))}
+
+
+def test_trainer_infos_by_hand():
+  """One SGD step of each trainer from theta = 0 on a tiny tabular problem:
+  the DPO gradient at pi = pi_ref is -+beta/2 per pair on the chosen /
+  rejected logits (over P = 2 pairs), the KL gradient is 0, so theta_1 is
+  known in closed form (for HyPO's sampled KL too: every log-ratio is 0 at
+  pi_ref); every info field is then checked against float64 NumPy."""
+  beta, lr = 0.5, 2.0
+  problem, ref, rewards = _tiny_tabular(beta)
+  mask = np.array([[1, 1, 0], [1, 0, 1]], bool)
+  np.testing.assert_array_equal(problem.mask, mask)
+  logits = np.zeros((2, 3))
+  step = lr * beta / 2 / 2
+  logits[0, 0], logits[0, 1], logits[1, 2], logits[1, 0] = (step, -step,
+                                                            step, -step)
+  want = _metrics64(logits, ref, rewards, mask)
+  key = jax.random.key(0)
+  for alg in (cov.offline_dpo(lr=lr), cov.hypo(lam=0.3, lr=lr, exact_kl=True),
+              cov.hypo(lam=0.3, lr=lr, n_samples=4)):
+    state = jax.jit(alg.init)(key, problem)
+    state, info = jax.jit(alg.step)(key, state, problem)
+    np.testing.assert_allclose(state.theta, logits.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(info["loss"], np.log(2.0), rtol=1e-6)
+    for name, value in want.items():
+      np.testing.assert_allclose(info[name], value, rtol=1e-5, atol=1e-7)
+  # The loss option reaches the loss: IPO's (margin - 1/(2 beta))^2 is
+  # 1/(4 beta^2) = 1 at pi_ref.
+  ipo = cov.offline_dpo(losses.ipo, lr=lr)
+  _, info = jax.jit(ipo.step)(key, jax.jit(ipo.init)(key, problem), problem)
+  np.testing.assert_allclose(info["loss"], 1 / (4 * beta ** 2), rtol=1e-6)
+  # RLHF, exact gradient: at pi_ref the gradient of E_pi r - beta KL is
+  # pi_ref (r - E_ref r) per logit, and the loss is -E_x E_ref r_hat.
+  alg = cov.online_rlhf(reward_model="tabular", reward_l2=0.1, lr=lr,
+                        exact=True)
+  state = jax.jit(alg.init)(key, problem)
+  r_hat = np.float64(state.reward_model)
+  p_ref = np.exp(np.float64(ref))
+  state1, info = jax.jit(alg.step)(key, state, problem)
+  np.testing.assert_allclose(info["loss"], -np.mean(np.sum(p_ref * r_hat, -1)),
+                             rtol=1e-5, atol=1e-6)
+  grad = p_ref * (r_hat - np.sum(p_ref * r_hat, -1, keepdims=True)) / 2
+  np.testing.assert_allclose(state1.theta, lr * grad.ravel(), rtol=1e-5,
+                             atol=1e-7)
+  for name, value in _metrics64(lr * grad, ref, rewards, mask).items():
+    np.testing.assert_allclose(info[name], value, rtol=1e-5, atol=1e-7)
+  # The tabular reward model gives an unseen response the lowest seen reward
+  # of its prompt, and fits the seen ones by BT MAP: winner above loser.
+  np.testing.assert_allclose(r_hat[0, 2], min(r_hat[0, 0], r_hat[0, 1]))
+  np.testing.assert_allclose(r_hat[1, 1], min(r_hat[1, 0], r_hat[1, 2]))
+  assert r_hat[0, 0] > r_hat[0, 1] and r_hat[1, 2] > r_hat[1, 0]
+
+
+@jax.jit
+@functools.partial(jax.vmap, in_axes=(0, None, None))
+def _kl_estimates(key, logp, ref):
+  """HyPO's on-policy estimate of E_x KL(pi || pi_ref), 4 samples a prompt."""
+  return cov.score_function_surrogate(key, logp, logp - ref, 4)
+
+
+@hypothesis.given(pi=pst.tabular_policies(3, 5), ref=pst.tabular_policies(3, 5),
+                  key=pst.keys())
+def test_hypo_kl_term_is_nonnegative_zero_iff_ref(pi, ref, key):
+  """HyPO's penalty E_x KL(pi || pi_ref) is >= 0 and zero iff pi = pi_ref on
+  the support of pi_ref (a response with pi_ref = 0 must have pi = 0, and
+  then does not count); its on-policy estimate (the value of
+  score_function_surrogate with v = log pi - log pi_ref) is exactly 0 at
+  pi = pi_ref for every sample, and its mean over 2048 keys lies within 5
+  standard errors of the exact KL."""
+  ref0 = _zero_out(ref, 1, 4)
+  pi0 = _zero_out(pi, 1, 4)
+  pi0, ref0 = _f(pi0, ref0)
+  exact = float(jnp.mean(policies.kl(pi0, ref0)))
+  p64, q64 = np.exp(np.float64(pi0)), np.exp(np.float64(ref0))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    terms = np.where(p64 > 0, p64 * np.log(p64 / q64), 0.0)
+  np.testing.assert_allclose(exact, terms.sum(-1).mean(), rtol=1e-4,
+                             atol=1e-6)
+  assert exact >= 0.0
+  if np.max(np.abs(p64 - q64)) > 1e-3:
+    assert exact > 1e-7
+  assert float(jnp.mean(policies.kl(ref0, ref0))) == 0.0
+
+  keys = jax.random.split(key, 2048)
+  np.testing.assert_array_equal(_kl_estimates(keys, ref0, ref0), 0.0)
+  draws = np.float64(_kl_estimates(keys, pi0, ref0))
+  se = draws.std() / np.sqrt(draws.size)
+  assert abs(draws.mean() - exact) <= 5 * se + 1e-5
+
+
+@pytest.mark.parametrize("what", ["kl", "rlhf"])
+def test_score_function_gradient_is_unbiased(what):
+  """The REINFORCE gradient with a leave-one-out baseline is unbiased: over
+  4096 keys (vmapped, fixed seeds) its mean matches the exact gradient of
+  E_x KL(pi_theta || pi_ref) (what = kl, HyPO's term) and of the
+  KL-regularised reward E_x[E_pi r - beta KL] (what = rlhf), within 5
+  standard errors per coordinate, on a log-linear policy."""
+  rng = np.random.default_rng(3)
+  features, theta, rewards = _f(rng.normal(size=(4, 5, 3)),
+                                rng.normal(size=3), rng.normal(size=(4, 5)))
+  ref = policies.softmax_logprobs(_f(rng.normal(size=(4, 5)))[0])
+  beta = 0.7
+
+  def logprobs(th):
+    return policies.softmax_logprobs(ref + features @ th)
+
+  def exact(th):
+    logp = logprobs(th)
+    if what == "kl":
+      return jnp.mean(policies.kl(logp, ref))
+    return cov.kl_regularised_reward(logp, ref, rewards, beta)
+
+  def sampled(k, th):
+    logp = logprobs(th)
+    values = (logp - ref if what == "kl"
+              else rewards - beta * (logp - ref))
+    return cov.score_function_surrogate(k, logp, values, 3)
+
+  keys = jax.random.split(jax.random.key(11), 4096)
+  grads = np.float64(jax.vmap(jax.grad(sampled, 1), in_axes=(0, None))(
+      keys, theta))
+  want = np.float64(jax.grad(exact)(theta))
+  se = grads.std(0) / np.sqrt(len(keys))
+  assert np.all(np.abs(grads.mean(0) - want) <= 5 * se + 1e-6), (
+      grads.mean(0), want, se)
+
+
+def _full_tabular(key, beta):
+  """X = 3, K = 4, every ordered pair of responses compared once per prompt,
+  labels from BT on drawn rewards: the comparison graph of each prompt is
+  complete, so every response is seen."""
+  x, i, j = np.meshgrid(np.arange(3), np.arange(4), np.arange(4),
+                        indexing="ij")
+  keep = i != j
+  x, i, j = x[keep], i[keep], j[keep]
+  rewards = jax.random.normal(key, (3, 4))
+  data = pdata.label_bt(jax.random.fold_in(key, 1), rewards, jnp.asarray(x),
+                        jnp.asarray(i), jnp.asarray(j))
+  ref = policies.softmax_logprobs(jax.random.normal(jax.random.fold_in(key, 2),
+                                                    (3, 4)))
+  return cov.coverage_problem(cov.tabular_features(3, 4), ref, rewards, data,
+                              beta=beta)
+
+
+_EXACT_RLHF = cov.online_rlhf(reward_model="tabular", reward_l2=0.1,
+                              exact=True, lr=6.0)
+
+
+@hypothesis.given(key=pst.keys())
+def test_online_rlhf_exact_converges_to_kl_optimal(key):
+  """Online RLHF with the exact gradient, tabular policy, beta = 1: it
+  converges to the maximiser of E_pi r_hat - beta KL(pi || pi_ref) over all
+  policies, policies.kl_optimal(pi_ref, r_hat, beta), of its own reward
+  model r_hat (drawn data), and attains the optimal value
+  E_x beta log E_ref e^{r_hat/beta} (Rafailov et al. 2023, App. A.1):
+  max |pi_T - pi*| <= 1e-4 after 2000 gradient steps (entropy-regularised
+  softmax policy gradient converges linearly, Mei et al. 2020)."""
+  beta = 1.0
+  problem = _full_tabular(key, beta)
+  final, info = prefsim.run(jax.random.key(0), _EXACT_RLHF, problem, 2000)
+  star = policies.kl_optimal(problem.ref_logprobs, final.reward_model, beta)
+  got = cov.policy_logprobs(final.theta, problem)
+  np.testing.assert_allclose(jnp.exp(got), jnp.exp(star), rtol=0, atol=1e-4)
+  z = np.float64(problem.ref_logprobs) + np.float64(final.reward_model) / beta
+  value = beta * np.log(np.exp(z).sum(-1)).mean()
+  np.testing.assert_allclose(-info["loss"][-1], value, rtol=1e-5, atol=1e-6)
+  assert np.all(np.diff(np.float64(info["loss"])) <= 1e-6)   # ascent
+
+
+def test_linear_reward_model_recovers_dpo_optimum():
+  """The BT MLE of a linear reward r = w.phi and DPO on a log-linear policy
+  are the same logistic regression: theta = w_hat / beta is a stationary
+  point of the DPO loss (gradient below 1e-4), and DPO trained from 0
+  reaches it (so RLHF with this reward model, whose optimum is
+  pi_{w_hat/beta}, coincides with DPO)."""
+  beta = 0.5
+  rng = np.random.default_rng(0)
+  features, rewards = _f(rng.normal(size=(6, 4, 3)), rng.normal(size=(6, 4)))
+  ref = policies.softmax_logprobs(_f(rng.normal(size=(6, 4)))[0])
+  data = pdata.bt_dataset(jax.random.key(2), ref, rewards, 400)
+  problem = cov.coverage_problem(features, ref, rewards, data, beta=beta)
+  r_hat = cov.fit_reward_model(problem, "linear")
+  w = np.linalg.lstsq(np.float64(features).reshape(-1, 3),
+                      np.float64(r_hat).ravel(), rcond=None)[0]
+  theta = jnp.asarray(w / beta, features.dtype)
+  grad = jax.grad(cov._dpo_loss, 1)(losses.dpo, theta, problem)
+  assert np.max(np.abs(grad)) < 1e-4
+  # Gradient descent with lr = 4 <= 1/L: L <= beta^2 lambda_max(E zz^T)/4,
+  # 1/L >= 5.5 on these pairs (z = phi_w - phi_l).
+  final, _ = prefsim.run(jax.random.key(0), cov.offline_dpo(lr=4.0), problem,
+                         1000)
+  np.testing.assert_allclose(final.theta, theta, atol=1e-3)
+
+
+def test_tabular_dpo_never_moves_unseen_logits():
+  """Tabular softmax: the DPO gradient of a logit whose response is in no
+  pair is exactly zero (the normaliser cancels in every margin), so DPO
+  leaves those logits at 0 — the reason the coverage study needs shared
+  features."""
+  problem, _, _ = _tiny_tabular()
+  final, _ = prefsim.run(jax.random.key(0), cov.offline_dpo(lr=1.0), problem,
+                         200)
+  theta = np.asarray(final.theta).reshape(2, 3)
+  assert theta[0, 2] == 0.0 and theta[1, 1] == 0.0
+  assert np.all(theta[~np.asarray(problem.mask)] == 0)
+  assert np.all(np.abs(theta[np.asarray(problem.mask)]) > 0.1)
+
+
+def test_trainers_jit_and_vmap():
+  """sweep's seed i equals run(fold_in(key, i)) for every trainer (HyPO and
+  RLHF sample on-policy); results are finite; a batch of problems sweeps
+  with problem_axis=0 and each row equals its own run."""
+  problem, _, _ = _tiny_tabular()
+  algs = [cov.offline_dpo(lr=0.5), cov.offline_dpo(losses.ipo, lr=0.5),
+          cov.hypo(lam=0.2, lr=0.5, n_samples=3),
+          cov.online_rlhf(reward_model="tabular", reward_l2=0.1, lr=0.5),
+          cov.online_rlhf(reward_model="linear", reward_l2=0.1, lr=0.5,
+                          n_samples=2)]
+  key = jax.random.key(5)
+  for alg in algs:
+    pt.assert_finite(prefsim.sweep(key, alg, problem, 20, 3)[1])
+  for alg in algs[2:4]:      # the on-policy samplers
+    _, infos = prefsim.sweep(key, alg, problem, 20, 3)
+    _, one = prefsim.run(jax.random.fold_in(key, 2), alg, problem, 20)
+    pt.assert_trees_allclose(jax.tree.map(lambda v: v[2], infos), one,
+                             rtol=1e-5, atol=1e-6)
+  batch = jax.tree.map(lambda v: jnp.stack([v, v]), problem)
+  batch = batch._replace(beta=jnp.array([0.5, 2.0], problem.beta.dtype))
+  alg = algs[2]
+  _, infos = prefsim.sweep(key, alg, batch, 20, 1, problem_axis=0)
+  for c, beta in enumerate((0.5, 2.0)):
+    _, one = prefsim.run(jax.random.fold_in(key, 0), alg,
+                         problem._replace(beta=jnp.asarray(beta,
+                                                           problem.beta.dtype)),
+                         20)
+    pt.assert_trees_allclose(jax.tree.map(lambda v: v[0, c], infos), one,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_bad_inputs_raise():
+  problem, ref, rewards = _tiny_tabular()
+  data = pdata.PreferenceData(prompt=jnp.array([0]), chosen=jnp.array([2]),
+                              rejected=jnp.array([0]))
+  zero_ref = jnp.log(jnp.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))
+  with pytest.raises(ValueError, match="response 2 at prompt 0"):
+    cov.coverage_problem(cov.tabular_features(2, 3), zero_ref, rewards, data,
+                         beta=1.0)
+  with pytest.raises(ValueError, match="share"):
+    cov.coverage_problem(cov.tabular_features(2, 4), ref, rewards, data,
+                         beta=1.0)
+  with pytest.raises(ValueError, match="shapes must match"):
+    cov.coverage_problem(cov.tabular_features(2, 3), ref, rewards[:, :2],
+                         data, beta=1.0)
+  with pytest.raises(ValueError, match="features must have 3 axes"):
+    cov.coverage_problem(jnp.zeros((2, 3)), ref, rewards, data, beta=1.0)
+  with pytest.raises(ValueError, match="beta"):
+    cov.coverage_problem(cov.tabular_features(2, 3), ref, rewards, data,
+                         beta=0.0)
+  with pytest.raises(ValueError, match="data.chosen"):
+    cov.coverage_problem(cov.tabular_features(2, 3), ref, rewards,
+                         data._replace(chosen=jnp.array([3])), beta=1.0)
+  with pytest.raises(ValueError, match="lam"):
+    cov.hypo(lam=-0.1, lr=0.1)
+  with pytest.raises(ValueError, match="n_samples"):
+    cov.hypo(lam=0.1, lr=0.1, n_samples=1)
+  with pytest.raises(ValueError, match="lr"):
+    cov.offline_dpo(lr=0.0)
+  with pytest.raises(TypeError, match="loss"):
+    cov.offline_dpo("dpo", lr=0.1)
+  with pytest.raises(TypeError, match="optimizer"):
+    cov.offline_dpo(lr=0.1, optimizer=0.1)
+  with pytest.raises(ValueError, match="reward_model"):
+    cov.online_rlhf(reward_model="neural", lr=0.1)
+  with pytest.raises(ValueError, match="reward_l2"):
+    cov.online_rlhf(reward_model="linear", lr=0.1, reward_l2=-1.0)
+  with pytest.raises(ValueError, match="reward_model"):
+    cov.fit_reward_model(problem, "neural")
+  with pytest.raises(ValueError, match="n_samples"):
+    cov.score_function_surrogate(jax.random.key(0), ref, ref, 1)
+  with pytest.raises(ValueError, match="shapes must match"):
+    cov.score_function_surrogate(jax.random.key(0), ref, ref[:, :2], 2)
+  with pytest.raises(ValueError, match="theta"):
+    cov.policy_logprobs(jnp.zeros(5), problem)
