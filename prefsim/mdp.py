@@ -43,10 +43,13 @@ __all__ = [
     "check_mdp",
     "delivery",
     "expected_rewards",
+    "greedy_policy",
     "gridworld",
     "make_mdp",
+    "policy_value",
     "random_gridworld",
     "random_mdp",
+    "scaled_return",
     "shape",
     "value_iteration",
 ]
@@ -291,13 +294,164 @@ def _value_iteration(mdp: TabularMDP, tol: jax.Array,
   v, _, _, _ = jax.lax.while_loop(
       cond, body, (v0, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, v0.dtype),
                    v0))
-  policy = jnp.argmax(_bellman(frozen, rbar0, v), -1)
-  live = jnp.logical_not(mdp.terminal)
-  p_pi = jnp.take_along_axis(mdp.transitions, policy[:, None, None], 1)[:, 0]
-  p_pi = jnp.where(live[:, None], p_pi, 0.0)
-  r_pi = jnp.take_along_axis(rbar, policy[:, None], 1)[:, 0]
-  v = jnp.linalg.solve(jnp.eye(s, dtype=v.dtype) - mdp.gamma * p_pi, r_pi)
+  greedy = jnp.argmax(_bellman(frozen, rbar0, v), -1)
+  v = _policy_value(mdp, rbar, jax.nn.one_hot(greedy, rbar.shape[1],
+                                              dtype=rbar.dtype))
   return v, _bellman(mdp, rbar, v)
+
+
+def _policy_value(mdp: TabularMDP, rbar: jax.Array,
+                  policy: jax.Array) -> jax.Array:
+  """V = (I - gamma P_pi)^-1 r_pi, terminal rows of P_pi zeroed."""
+  s = rbar.shape[0]
+  live = jnp.logical_not(mdp.terminal)
+  p_pi = jnp.einsum("sa,sat->st", policy, mdp.transitions)
+  p_pi = jnp.where(live[:, None], p_pi, 0.0)
+  r_pi = jnp.sum(policy * rbar, -1)
+  return jnp.linalg.solve(jnp.eye(s, dtype=rbar.dtype) - mdp.gamma * p_pi,
+                          r_pi)
+
+
+def _check_policy(policy: jax.typing.ArrayLike, s: int, a: int) -> None:
+  """A stochastic policy [S, A]: shape at trace time, rows eagerly."""
+  if np.shape(policy) != (s, a):
+    raise ValueError(f"policy must have shape [S, A] = {(s, a)}, got "
+                     f"{np.shape(policy)}")
+  _checks.check_in_range("policy", policy, 0.0, 1.0)
+  if _checks.is_concrete(policy) and not np.allclose(
+      np.sum(policy, -1), 1.0, atol=1e-5):
+    raise ValueError("policy rows must sum to 1 (each row a distribution "
+                     "over the A actions)")
+
+
+def policy_value(mdp: TabularMDP, policy: jax.typing.ArrayLike) -> jax.Array:
+  r"""Exact state values :math:`V^\pi` of a stochastic policy.
+
+  .. math:: V^\pi = (I - \gamma P_\pi)^{-1}\,\bar r_\pi, \qquad
+            P_\pi(s'|s) = [s\notin\mathcal{T}]\sum_a \pi(a|s) P(s'|s,a),
+            \quad \bar r_\pi(s) = \sum_a \pi(a|s)\,\bar r(s,a),
+
+  the solution of the Bellman expectation equation (zero at terminal
+  states). Jittable, vmappable and differentiable (one linear solve).
+
+  Args:
+    mdp: the :class:`TabularMDP`.
+    policy: :math:`\pi(a|s)`, shape [S, A], rows summing to 1.
+
+  Returns:
+    :math:`V^\pi`, shape [S].
+
+  Raises:
+    ValueError: ``policy`` is not [S, A], or (when concrete) its rows are
+      not distributions; or as :func:`check_mdp`. Under ``jit`` values are
+      not checked: rows that do not sum to 1 give the values of the
+      unnormalised weights.
+
+  References:
+    Puterman, M. L. Markov Decision Processes. Wiley 1994: Theorem 6.1.1
+    (policy evaluation as a linear system).
+
+  Tests:
+    tests/test_mdp.py::test_policy_value_solves_the_bellman_expectation_equation
+  """
+  s, a = check_mdp(mdp)
+  _check_policy(policy, s, a)
+  rbar = expected_rewards(mdp)
+  return _policy_value(mdp, rbar, jnp.asarray(policy, rbar.dtype))
+
+
+def greedy_policy(q: jax.typing.ArrayLike, *, atol: float = 0.0) -> jax.Array:
+  r"""The greedy policy of action values, uniform over tied actions.
+
+  .. math:: \pi(a|s) = \frac{[q(s,a) \ge \max_b q(s,b) - \mathrm{atol}]}
+            {\#\{b : q(s,b) \ge \max_{b'} q(s,b') - \mathrm{atol}\}}.
+
+  Spreading over ties (rather than ``argmax``'s first index) makes a
+  constant ``q``, e.g. the values of an all-zero learned reward, give the
+  uniform random policy.
+
+  Args:
+    q: action values, shape [..., A] (e.g. :math:`Q^*` [S, A]).
+    atol: actions within ``atol`` of the best count as tied (>= 0).
+
+  Returns:
+    :math:`\pi`, shape [..., A], rows summing to 1.
+
+  Raises:
+    ValueError: ``q`` has no action axis, or ``atol < 0``.
+
+  Tests:
+    tests/test_mdp.py::test_greedy_policy_spreads_over_ties
+  """
+  if np.ndim(q) < 1:
+    raise ValueError(f"q must have an action axis [..., A], got shape "
+                     f"{np.shape(q)}")
+  _checks.check_nonnegative("atol", atol)
+  q = jnp.asarray(q)
+  best = q >= q.max(-1, keepdims=True) - atol
+  best = best.astype(_checks.default_float() if not jnp.issubdtype(
+      q.dtype, jnp.floating) else q.dtype)
+  return best / best.sum(-1, keepdims=True)
+
+
+def scaled_return(mdp: TabularMDP, policy: jax.typing.ArrayLike, *,
+                  tol: float = 1e-4) -> jax.Array:
+  r"""Mean scaled return: 1 for an optimal policy, 0 for uniform random.
+
+  With :math:`J(\pi) = \sum_s \rho_0(s) V^\pi(s)` the expected return
+  from the initial distribution :math:`\rho_0` (``mdp.initial``),
+
+  .. math:: \mathrm{scaled}(\pi) = \frac{J(\pi) - J(\pi_U)}
+            {J(\pi^*) - J(\pi_U)},
+
+  with :math:`\pi_U` the uniform random policy and :math:`J(\pi^*)` from
+  :func:`value_iteration` at ``tol`` (so an optimal policy scores 1 up to
+  ``tol / (J(\pi^*) - J(\pi_U))``, possibly slightly above 1). Below 0:
+  worse than acting at random. Knox et al. (2022) call a policy
+  near-optimal when this exceeds 0.9. The expected return is normalised
+  as a whole (a ratio of means over start states, not a mean of per-state
+  ratios, which would be undefined where :math:`V^*(s) = V^{\pi_U}(s)`).
+  Jittable and vmappable.
+
+  Args:
+    mdp: the :class:`TabularMDP` (its true rewards).
+    policy: :math:`\pi(a|s)`, shape [S, A], rows summing to 1.
+    tol: tolerance of value iteration.
+
+  Returns:
+    The scaled return, a scalar; NaN where the uniform random policy is
+    already optimal from :math:`\rho_0` (:math:`J(\pi^*) = J(\pi_U)`,
+    nothing to scale by).
+
+  Raises:
+    ValueError: as :func:`policy_value`.
+
+  References:
+    Knox, W. B., Hatgis-Kessell, S., Booth, S., Niekum, S., Stone, P. and
+    Allievi, A. Models of human preference for learning reward functions.
+    TMLR 2023, arXiv:2206.02231 (the mean scaled return and the 0.9
+    threshold, in its synthetic-preference experiments).
+
+  Tests:
+    tests/test_mdp.py::test_scaled_return_is_one_for_optimal_zero_for_uniform
+  """
+  s, a = check_mdp(mdp)
+  _check_policy(policy, s, a)
+  rbar = expected_rewards(mdp)
+  _, q_star = _value_iteration(mdp, tol, 10_000)
+  # V* is the value of the greedy policy of Q* (value_iteration's last
+  # step), so the three values come from one batched solve, which also
+  # runs after value_iteration's: independent batched LAPACK calls running
+  # at once were seen to deadlock XLA's CPU thread pool on 2 cores.
+  policies = jnp.stack([jnp.asarray(policy, rbar.dtype),
+                        jnp.full((s, a), 1.0 / a, rbar.dtype),
+                        jax.nn.one_hot(jnp.argmax(q_star, -1), a,
+                                       dtype=rbar.dtype)])
+  j_pi, j_u, j_star = jax.vmap(
+      lambda pi: _policy_value(mdp, rbar, pi))(policies) @ mdp.initial
+  gap = j_star - j_u
+  ok = gap > 0
+  return jnp.where(ok, (j_pi - j_u) / jnp.where(ok, gap, 1.0), jnp.nan)
 
 
 def bellman_residual(mdp: TabularMDP, v: jax.typing.ArrayLike) -> jax.Array:

@@ -111,6 +111,96 @@ def test_value_iteration_gradients_match_finite_differences():
   assert np.all(np.abs(rev[:S]).sum(1)[~np.asarray(mdp.terminal)] > 0.5)
 
 
+def _numpy_policy_value(mdp, policy):
+  """Independent float64 reference: iterate V <- r_pi + gamma P_pi V."""
+  p = np.asarray(mdp.transitions, np.float64)
+  r = np.asarray(mdp.rewards, np.float64)
+  if r.ndim == 2:
+    r = np.repeat(r[:, :, None], p.shape[0], 2)
+  live = ~np.asarray(mdp.terminal)
+  pi = np.asarray(policy, np.float64)
+  gamma = float(mdp.gamma)
+  v = np.zeros(p.shape[0])
+  for _ in range(100_000):
+    q = np.where(live[:, None], np.sum(p * (r + gamma * v), -1), 0.0)
+    v_new = np.sum(pi * q, 1)
+    if np.max(np.abs(v_new - v)) < 1e-12:
+      return v_new
+    v = v_new
+  raise AssertionError("reference policy evaluation did not converge")
+
+
+@given(seed=pst.seeds(), gamma=st.floats(0.0, 0.95))
+def test_policy_value_solves_the_bellman_expectation_equation(seed, gamma):
+  """V^pi = (I - gamma P_pi)^-1 r_pi (Puterman 1994, Theorem 6.1.1) matches
+  an independent float64 loop of Bellman expectation backups for a random
+  stochastic policy, and the value of the greedy policy of Q* is V*."""
+  mdp = _mdp(seed, gamma)
+  logits = jax.random.normal(jax.random.key(seed), (S, A))
+  policy = jax.nn.softmax(3.0 * logits, -1)
+  v_ref = _numpy_policy_value(mdp, policy)
+  slack = 1e-5 * max(1.0, np.abs(v_ref).max())
+  np.testing.assert_allclose(M.policy_value(mdp, policy), v_ref, atol=slack)
+  v_star, q_star = M.value_iteration(mdp, tol=TOL)
+  np.testing.assert_allclose(M.policy_value(mdp, M.greedy_policy(q_star)),
+                             v_star, atol=slack)
+
+
+def test_greedy_policy_spreads_over_ties():
+  """The greedy policy puts mass 1/k on each of the k best actions (ties
+  within atol), so constant values give the uniform policy."""
+  q = np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 0.0], [5.0, 4.95, 1.0]],
+               np.float32)
+  np.testing.assert_allclose(M.greedy_policy(q), [[0, 1, 0], [1 / 3] * 3,
+                                                  [1, 0, 0]], atol=1e-7)
+  np.testing.assert_allclose(M.greedy_policy(q, atol=0.1)[2], [0.5, 0.5, 0])
+  with pytest.raises(ValueError, match="atol"):
+    M.greedy_policy(q, atol=-1.0)
+  with pytest.raises(ValueError, match="action axis"):
+    M.greedy_policy(np.float32(1.0))
+
+
+@given(seed=pst.seeds())
+def test_scaled_return_is_one_for_optimal_zero_for_uniform(seed):
+  """Mean scaled return (J(pi) - J(uniform)) / (J(pi*) - J(uniform)) with
+  J(pi) = rho_0 . V^pi (Knox et al. 2022): 1 for the greedy policy of Q*,
+  0 for the uniform random policy, at most 1 (+ tolerance) for every
+  policy, and equal to the same ratio from the independent float64 loop,
+  on random delivery gridworlds."""
+  grid = M.delivery(jax.random.key(seed), height=4, width=4, n_sheep=1,
+                    n_coin=2, n_roadblock=2, n_mud=3, gamma=0.9)
+  mdp = grid.mdp
+  _, q = M.value_iteration(mdp, tol=TOL)
+  uniform = np.full((16, 4), 0.25)
+  np.testing.assert_allclose(M.scaled_return(mdp, M.greedy_policy(q)), 1.0,
+                             atol=1e-3)
+  np.testing.assert_allclose(M.scaled_return(mdp, uniform), 0.0, atol=1e-5)
+  logits = jax.random.normal(jax.random.key(seed + 1), (10, 16, 4))
+  rho = np.asarray(mdp.initial, np.float64)
+  j_star = rho @ _numpy_value_iteration(mdp)[0]
+  j_u = rho @ _numpy_policy_value(mdp, uniform)
+  for pol in (jax.nn.softmax(2.0 * logits, -1),
+              M.greedy_policy(logits)):  # stochastic and deterministic
+    got = np.asarray(jax.vmap(lambda p: M.scaled_return(mdp, p))(pol))
+    want = [(rho @ _numpy_policy_value(mdp, p) - j_u) / (j_star - j_u)
+            for p in np.asarray(pol)]
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert np.all(got <= 1.0 + 1e-3)
+
+
+def test_policy_functions_reject_bad_input():
+  """policy_value and scaled_return refuse a policy of the wrong shape or
+  with rows that are not distributions, naming the argument."""
+  mdp = M.make_mdp(np.full((3, 2, 3), 1 / 3), np.zeros((3, 2)), 0.9)
+  for fn in (M.policy_value, M.scaled_return):
+    with pytest.raises(ValueError, match="policy must have shape"):
+      fn(mdp, np.full((3, 3), 1 / 3))
+    with pytest.raises(ValueError, match="policy rows must sum to 1"):
+      fn(mdp, np.full((3, 2), 0.4))
+    with pytest.raises(ValueError, match="policy must lie in"):
+      fn(mdp, np.array([[1.5, -0.5]] * 3))
+
+
 def test_make_mdp_rejects_bad_input():
   """Bad transitions, rewards, gamma, initial or terminal give a ValueError
   (or TypeError) that names the argument."""

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prefsim import _checks
+from prefsim._numerics import log_sigmoid
 from prefsim import _optim
 from prefsim import mdp as mdp_lib
 
@@ -105,7 +106,12 @@ def partial_return(mdp: mdp_lib.TabularMDP, states: jax.typing.ArrayLike,
   Raises:
     ValueError, TypeError: bad shapes or dtypes; and, when concrete, states
       or actions out of range or consecutive states joined by a transition
-      of probability 0. Under ``jit`` values are not checked.
+      of probability 0. Under ``jit`` (or ``vmap``) values are not
+      checked: an index past the end is clamped to the last state or
+      action (JAX's gather; negative ones count from the end), and a
+      step of probability 0 is scored like any other step (its reward, or
+      its advantage for :func:`regret`): validate segments eagerly, once,
+      before a jitted loop.
 
   References:
     Knox et al. (2022), the partial-return preference model.
@@ -337,7 +343,9 @@ def sample_labels(key: jax.Array, mdp: mdp_lib.TabularMDP, seg_1: Segment,
 def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
                segments: tuple[Segment, Segment],
                labels: jax.typing.ArrayLike, model: str, *,
-               mdp: mdp_lib.TabularMDP, l2: float = 0.0,
+               mdp: mdp_lib.TabularMDP,
+               pair_weights: jax.typing.ArrayLike | None = None,
+               l2: float = 0.0,
                max_iter: int = 200, n_starts: int = 8,
                tol: float = 1e-4) -> jax.Array:
   r"""Maximum-likelihood reward weights under the regret or PR model.
@@ -347,7 +355,7 @@ def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
   ignored). With :math:`d_p(w)` the score difference of pair ``p`` under
   ``model`` (:func:`prob`), minimises by L-BFGS
 
-  .. math:: L(w) = -\frac1P\sum_p \bigl[y_p\log\sigma(d_p)
+  .. math:: L(w) = -\frac{1}{\sum_p c_p}\sum_p c_p\bigl[y_p\log\sigma(d_p)
             + (1-y_p)\log\sigma(-d_p)\bigr] + \tfrac{\ell_2}{2}\|w\|^2,
 
   from ``n_starts`` points :math:`w_0 \sim \mathcal{N}(0, I)` drawn from
@@ -355,8 +363,15 @@ def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
   partial-return loss is convex in :math:`w`; the regret loss is not (the
   optimal policy, hence :math:`A^*`, changes with :math:`w`), and a single
   start can stop in a local minimum, hence the restarts. Labels may be soft
-  (probabilities). Under the regret model the gradient flows through value
-  iteration (:func:`prefsim.mdp.value_iteration`).
+  (probabilities). The pair weights :math:`c_p` (``pair_weights``, default 1)
+  let data sets of different sizes share one shape, so that one ``vmap``
+  fits them all: pad to a common ``P`` and give the padding weight 0.
+  Under the regret model the gradient flows through value iteration
+  (:func:`prefsim.mdp.value_iteration`).
+
+  Jittable and vmappable (over MDPs, features, segments, labels,
+  ``pair_weights`` and keys; ``model``, ``max_iter`` and ``n_starts``
+  static); under ``jit``/``vmap`` values are not checked (see Raises).
 
   Args:
     key: a ``jax.random`` key (the starting point).
@@ -365,6 +380,7 @@ def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
     labels: preference for segment 1, in [0, 1], shape [P].
     model: ``"regret"`` or ``"partial_return"``.
     mdp: the dynamics (keyword only).
+    pair_weights: :math:`c_p \ge 0`, shape [P], not all 0; default all 1.
     l2: the L2 penalty.
     max_iter: L-BFGS iterations.
     n_starts: number of random starting points (Python int).
@@ -375,10 +391,13 @@ def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
 
   Raises:
     ValueError: an unknown ``model``; features not [S, A, F] or
-      [S, A, S, F]; labels outside [0, 1] or not [P]; bad segments.
+      [S, A, S, F]; labels outside [0, 1] or not [P]; ``pair_weights``
+      not [P], negative or all zero; bad segments (as
+      :func:`partial_return`).
 
   Tests:
-    tests/models/test_regret.py::test_regret_fit_recovers_the_optimal_policy
+    tests/models/test_regret.py::test_regret_fit_recovers_the_optimal_policy,
+    tests/models/test_regret.py::test_fit_weights_equal_fitting_the_subset
   """
   _check_model(model)
   s, a = mdp_lib.check_mdp(mdp)
@@ -396,23 +415,34 @@ def fit_reward(key: jax.Array, features: jax.typing.ArrayLike,
     raise ValueError(f"labels must have shape {n_pairs}, got "
                      f"{np.shape(labels)}")
   _checks.check_in_range("labels", labels, 0.0, 1.0)
+  dt = mdp.transitions.dtype
+  if pair_weights is None:
+    pair_weights = jnp.ones(n_pairs, dt)
+  if np.shape(pair_weights) != n_pairs:
+    raise ValueError(f"pair_weights must have shape {n_pairs}, got "
+                     f"{np.shape(pair_weights)}")
+  _checks.check_nonnegative("pair_weights", pair_weights)
+  if _checks.is_concrete(pair_weights) and not np.any(
+      np.asarray(pair_weights) > 0):
+    raise ValueError("pair_weights must not all be 0")
   _checks.check_nonnegative("l2", l2)
   n_starts = _checks.check_static_int("n_starts", n_starts)
-  return _fit(key, jnp.asarray(features, mdp.transitions.dtype), seg_1, seg_2,
-              jnp.asarray(labels, mdp.transitions.dtype), mdp, l2, max_iter,
-              tol, model, n_starts)
+  return _fit(key, jnp.asarray(features, dt), seg_1, seg_2,
+              jnp.asarray(labels, dt), jnp.asarray(pair_weights, dt), mdp, l2,
+              max_iter, tol, model, n_starts)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "model", "n_starts"))
-def _fit(key, features, seg_1, seg_2, labels, mdp, l2, max_iter, tol, model,
-         n_starts):
+def _fit(key, features, seg_1, seg_2, labels, pair_weights, mdp, l2, max_iter,
+         tol, model, n_starts):
   w0 = jax.random.normal(key, (n_starts, features.shape[-1]), features.dtype)
+  c = pair_weights / jnp.sum(pair_weights)
 
   def loss(w):
     d = _score_gap(mdp._replace(rewards=features @ w), seg_1, seg_2, model,
                    tol)
-    nll = -jnp.mean(labels * jax.nn.log_sigmoid(d)
-                    + (1 - labels) * jax.nn.log_sigmoid(-d))
+    nll = -jnp.sum(c * (labels * log_sigmoid(d)
+                        + (1 - labels) * log_sigmoid(-d)))
     return nll + 0.5 * l2 * jnp.sum(w ** 2)
 
   w, _ = jax.vmap(lambda x: _optim.minimize_lbfgs(

@@ -174,6 +174,43 @@ def test_regret_fit_recovers_the_optimal_policy(seed):
   assert loss.max() <= 1e-3 * max(1.0, float(jnp.abs(v).max()))
 
 
+def test_fit_weights_equal_fitting_the_subset():
+  """pair_weights c_p enter the loss as -Σ c_p log-lik_p / Σ c_p: weights
+  1 on the first half of the pairs and 0 on the rest give the fit of the
+  first half alone (here: the first half twice over, one shape, one
+  compilation), and scaling every weight changes nothing — the penalised
+  PR loss (l2 > 0) is strictly convex, so it has one minimiser. Bad
+  weights, and a segment not connected by the transitions, raise
+  ValueError."""
+  grid = M.random_gridworld(jax.random.key(1), 3, 4, 3, p_terminal=0.15,
+                            gamma=0.9)
+  mdp = grid.mdp
+  seg_1, seg_2 = _pairs(1, mdp, n=32)
+  y = np.asarray(R.sample_labels(jax.random.key(2), mdp, seg_1, seg_2,
+                                 "regret"), np.float32)
+  fit = lambda segs, labels, c: np.asarray(R.fit_reward(  # noqa: E731
+      jax.random.key(0), grid.features, segs, labels, "partial_return",
+      mdp=mdp, pair_weights=c, l2=0.1))
+  twice = lambda x: jnp.concatenate([x[:16], x[:16]])  # noqa: E731
+  w_half = fit(jax.tree_util.tree_map(twice, (seg_1, seg_2)), twice(y),
+               None)
+  mask = (np.arange(32) < 16).astype(np.float32)
+  np.testing.assert_allclose(fit((seg_1, seg_2), y, mask), w_half, atol=1e-4)
+  np.testing.assert_allclose(fit((seg_1, seg_2), y, 3.0 * mask), w_half,
+                             atol=1e-4)
+  w_all = fit((seg_1, seg_2), y, None)
+  assert np.max(np.abs(w_all - w_half)) > 1e-2  # the mask did something
+  for bad, match in ((np.zeros(32), "must not all be 0"),
+                     (-mask, "pair_weights must lie in"),
+                     (mask[:16], "pair_weights must have shape")):
+    with pytest.raises(ValueError, match=match):
+      fit((seg_1, seg_2), y, bad)
+  states, actions = (np.array(x) for x in seg_1)
+  states[0, :] = [0, 5, 0, 5]  # 0 -> 5 is not a move of a 3x4 grid
+  with pytest.raises(ValueError, match="probability 0"):
+    fit(((states, actions), seg_2), y, None)
+
+
 def test_sampled_segments_follow_the_transitions():
   """Sampled segments start from the initial distribution and every step
   has positive probability; next-state frequencies match P(.|s, a) within
