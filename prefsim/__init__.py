@@ -6,6 +6,7 @@
 ``from prefsim import llm``, so that ``import prefsim`` stays light.
 """
 
+from prefsim import bandits
 from prefsim import coverage
 from prefsim import data
 from prefsim import games
@@ -22,5 +23,6 @@ from prefsim.run import sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["Algorithm", "coverage", "data", "games", "loglinear", "losses", "mdp",
-           "models", "offline", "policies", "run", "sweep", "zeroth_order"]
+__all__ = ["Algorithm", "bandits", "coverage", "data", "games", "loglinear",
+           "losses", "mdp", "models", "offline", "policies", "run", "sweep",
+           "zeroth_order"]
