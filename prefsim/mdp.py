@@ -41,6 +41,7 @@ __all__ = [
     "TabularMDP",
     "bellman_residual",
     "check_mdp",
+    "check_policy",
     "delivery",
     "expected_rewards",
     "greedy_policy",
@@ -312,8 +313,13 @@ def _policy_value(mdp: TabularMDP, rbar: jax.Array,
                           r_pi)
 
 
-def _check_policy(policy: jax.typing.ArrayLike, s: int, a: int) -> None:
-  """A stochastic policy [S, A]: shape at trace time, rows eagerly."""
+def check_policy(policy: jax.typing.ArrayLike, s: int, a: int) -> None:
+  """Checks a stochastic policy ``[S, A]``: its shape at trace time, entries
+  in [0, 1] and rows summing to 1 where it is concrete.
+
+  Raises:
+    ValueError: naming ``policy`` and what is wrong.
+  """
   if np.shape(policy) != (s, a):
     raise ValueError(f"policy must have shape [S, A] = {(s, a)}, got "
                      f"{np.shape(policy)}")
@@ -355,7 +361,7 @@ def policy_value(mdp: TabularMDP, policy: jax.typing.ArrayLike) -> jax.Array:
     tests/test_mdp.py::test_policy_value_solves_the_bellman_expectation_equation
   """
   s, a = check_mdp(mdp)
-  _check_policy(policy, s, a)
+  check_policy(policy, s, a)
   rbar = expected_rewards(mdp)
   return _policy_value(mdp, rbar, jnp.asarray(policy, rbar.dtype))
 
@@ -436,7 +442,7 @@ def scaled_return(mdp: TabularMDP, policy: jax.typing.ArrayLike, *,
     tests/test_mdp.py::test_scaled_return_is_one_for_optimal_zero_for_uniform
   """
   s, a = check_mdp(mdp)
-  _check_policy(policy, s, a)
+  check_policy(policy, s, a)
   rbar = expected_rewards(mdp)
   _, q_star = _value_iteration(mdp, tol, 10_000)
   # V* is the value of the greedy policy of Q* (value_iteration's last

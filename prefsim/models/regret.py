@@ -291,13 +291,7 @@ def sample_segments(key: jax.Array, mdp: mdp_lib.TabularMDP, n: int,
   dt = mdp.transitions.dtype
   if policy is None:
     policy = jnp.full((s, a), 1.0 / a, dt)
-  if np.shape(policy) != (s, a):
-    raise ValueError(f"policy must have shape [S, A] = {(s, a)}, got "
-                     f"{np.shape(policy)}")
-  _checks.check_in_range("policy", policy, 0.0, 1.0)
-  if _checks.is_concrete(policy) and not np.allclose(
-      np.sum(policy, -1), 1.0, atol=1e-5):
-    raise ValueError("policy rows must sum to 1")
+  mdp_lib.check_policy(policy, s, a)
   return _sample_segments(key, mdp, jnp.asarray(policy, dt), n, length)
 
 
