@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,6 +12,7 @@ import pytest
 
 import prefsim
 from prefsim.run import seed_keys
+from prefsim.testing import run_on_cpu_devices
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -146,12 +144,8 @@ _EIGHT_DEVICES = textwrap.dedent("""
 
 def test_sweep_shards_over_eight_devices_and_matches_one_device(tmp_path):
   out = tmp_path / "eight.npy"
-  env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
   script = _EIGHT_DEVICES.format(tests=str(REPO / "tests"), out=str(out))
-  proc = subprocess.run([sys.executable, "-c", script], env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = run_on_cpu_devices(script, 8, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "devices 8 shard_rows [2, 2, 2, 2, 2, 2, 2, 2]" in proc.stdout
   assert jax.device_count() == 1  # this process: the single-device reference

@@ -4,6 +4,7 @@ assertions fail when they should."""
 from __future__ import annotations
 
 import hypothesis
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -54,3 +55,17 @@ def test_assertions_fail_when_they_should():
   pt.assert_traced_once(lambda x: x + 1, [(jnp.zeros(2),), (jnp.ones(2),)])
   with pytest.raises(ValueError, match="kind"):
     pst.preference_matrices(3, "transitive")
+
+
+def test_run_on_cpu_devices_sees_the_requested_devices():
+  """The child process sees exactly n CPU devices (the flag is set before
+  jax is imported there), the parent keeps its own, and a bad count raises."""
+  out = pt.run_on_cpu_devices(
+      "import jax; print(jax.device_count(), jax.default_backend())", 3,
+      timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["3", "cpu"]
+  assert jax.device_count() == 1
+  for bad in (0, 2.0, True):
+    with pytest.raises(ValueError, match="n_devices"):
+      pt.run_on_cpu_devices("pass", bad)

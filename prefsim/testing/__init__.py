@@ -13,6 +13,7 @@ from prefsim.testing.assertions import assert_jit_matches_eager
 from prefsim.testing.assertions import assert_traced_once
 from prefsim.testing.assertions import assert_trees_allclose
 from prefsim.testing.assertions import assert_vmap_matches_loop
+from prefsim.testing.devices import run_on_cpu_devices
 from prefsim.testing.profile import register_profile
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "assert_trees_allclose",
     "assert_vmap_matches_loop",
     "register_profile",
+    "run_on_cpu_devices",
     "strategies",
 ]

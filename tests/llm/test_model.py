@@ -12,10 +12,7 @@ GPT-2's near-zero initialisation so that logits differ clearly.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 from flax import nnx
 import jax
@@ -207,18 +204,12 @@ print("OK")
 
 
 @pytest.mark.slow
-def test_sharded_forward_matches_one_device(tmp_path):
+def test_sharded_forward_matches_one_device():
   """With parameters sharded by their logical axes (FSDP over `data`,
   tensor parallel over `model`) on a 2 x 2 mesh of CPU devices, the forward
   pass equals the one-device result."""
-  script = tmp_path / "sharded.py"
-  script.write_text(_SHARDED)
-  env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
   repo = pathlib.Path(__file__).resolve().parents[2]
-  out = subprocess.run([sys.executable, str(script)], env=env, cwd=repo,
-                       capture_output=True, text=True, timeout=300)
+  out = pt.run_on_cpu_devices(_SHARDED, 4, cwd=repo, timeout=300)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 

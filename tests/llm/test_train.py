@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import pathlib
-import subprocess
-import sys
 
 from flax import nnx
 import jax
@@ -21,6 +18,7 @@ from prefsim import llm
 from prefsim import losses
 from prefsim.llm import task
 from prefsim.llm import train
+from prefsim.testing import run_on_cpu_devices
 
 CFG = task.TaskConfig(prompt_len=3, response_len=6)
 N_PAIRS = 16
@@ -361,17 +359,11 @@ print("OK")
 
 
 @pytest.mark.slow
-def test_one_and_eight_devices_agree(tmp_path):
+def test_one_and_eight_devices_agree():
   """On a 4 x 2 (data x model) mesh of 8 CPU devices, with the MLP kernel
   really sharded (8 shards), one SGD step gives the loss and the gradient
   (step 1: the parameter change) of the one-device run, and three Adam
   steps with two micro-batches give its parameters."""
-  script = tmp_path / "devices.py"
-  script.write_text(_DEVICES)
-  env = dict(os.environ,
-             XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
   repo = pathlib.Path(__file__).resolve().parents[2]
-  out = subprocess.run([sys.executable, str(script)], env=env, cwd=repo,
-                       capture_output=True, text=True, timeout=600)
+  out = run_on_cpu_devices(_DEVICES, 8, cwd=repo, timeout=600)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
