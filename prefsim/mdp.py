@@ -309,8 +309,39 @@ def _policy_value(mdp: TabularMDP, rbar: jax.Array,
   p_pi = jnp.einsum("sa,sat->st", policy, mdp.transitions)
   p_pi = jnp.where(live[:, None], p_pi, 0.0)
   r_pi = jnp.sum(policy * rbar, -1)
-  return jnp.linalg.solve(jnp.eye(s, dtype=rbar.dtype) - mdp.gamma * p_pi,
-                          r_pi)
+  return _solve_row_dominant(jnp.eye(s, dtype=rbar.dtype) - mdp.gamma * p_pi,
+                             r_pi)
+
+
+def _solve_row_dominant(a: jax.Array, b: jax.Array) -> jax.Array:
+  r"""Solves :math:`Ax = b` for a strictly row-diagonally-dominant ``a``.
+
+  :math:`A = I - \gamma P_\pi` with :math:`P_\pi` row-substochastic and
+  :math:`\gamma < 1` has :math:`|A_{ii}| - \sum_{j \ne i} |A_{ij}| \ge
+  1 - \gamma > 0`, so Gaussian elimination without pivoting never meets a
+  zero pivot and its growth factor is at most 2 (Wilkinson 1961). Written
+  in JAX (a ``fori_loop`` of rank-one updates, then back substitution)
+  rather than ``jnp.linalg.solve``: under ``vmap`` the latter calls
+  jaxlib's batched LAPACK kernels, which deadlocked XLA:CPU's two-thread
+  pool when one computation held several of them
+  (docs/regret_vs_partial_return.md, Notes). Differentiable (the loops have
+  fixed trip counts).
+  """
+  n = a.shape[-1]
+  rows = jnp.arange(n)
+  ab = jnp.concatenate([a, b[:, None]], axis=1)                 # [n, n+1]
+
+  def eliminate(k, ab):
+    factors = jnp.where(rows > k, ab[:, k] / ab[k, k], 0.0)
+    return ab - factors[:, None] * ab[k][None, :]
+
+  ab = jax.lax.fori_loop(0, n, eliminate, ab)
+
+  def substitute(i, x):
+    k = n - 1 - i                     # x[j] = 0 for j <= k until set
+    return x.at[k].set((ab[k, n] - jnp.dot(ab[k, :n], x)) / ab[k, k])
+
+  return jax.lax.fori_loop(0, n, substitute, jnp.zeros_like(b))
 
 
 def check_policy(policy: jax.typing.ArrayLike, s: int, a: int) -> None:
@@ -446,9 +477,7 @@ def scaled_return(mdp: TabularMDP, policy: jax.typing.ArrayLike, *,
   rbar = expected_rewards(mdp)
   _, q_star = _value_iteration(mdp, tol, 10_000)
   # V* is the value of the greedy policy of Q* (value_iteration's last
-  # step), so the three values come from one batched solve, which also
-  # runs after value_iteration's: independent batched LAPACK calls running
-  # at once were seen to deadlock XLA's CPU thread pool on 2 cores.
+  # step), so the three values come from one batched solve.
   policies = jnp.stack([jnp.asarray(policy, rbar.dtype),
                         jnp.full((s, a), 1.0 / a, rbar.dtype),
                         jax.nn.one_hot(jnp.argmax(q_star, -1), a,

@@ -115,8 +115,8 @@ def _score(mdps, policies):
 def _fit_and_score(keys, features, mdps, seg_1, seg_2, labels, pair_weights,
                    model, n_starts, max_iter):
   """Weights [N, F] and scaled returns [N], in three computations, each
-  waited for: independent batched linear solves in one computation were
-  seen to deadlock XLA's CPU thread pool on 2 cores."""
+  waited for (smaller programs; see docs/regret_vs_partial_return.md on the
+  deadlock that batched LAPACK solves caused)."""
   w = np.asarray(_fit(keys, features, mdps, seg_1, seg_2, labels,
                       pair_weights, model, n_starts, max_iter))
   policies = np.asarray(_learned_policy(features, mdps, w))
