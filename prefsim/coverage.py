@@ -336,6 +336,14 @@ def check_reference_support(ref_logprobs: jax.Array, data: PreferenceData
                      f"cells): the DPO log-ratio is undefined there")
 
 
+def _check_pair_axis(**arrays: jax.typing.ArrayLike) -> None:
+  """Raises ``ValueError`` unless the arrays share one shape ``[..., P]``."""
+  _checks.check_same_shape(**arrays)
+  if np.ndim(next(iter(arrays.values()))) < 1:
+    raise ValueError(f"{' and '.join(arrays)} must have a pair axis "
+                     "[..., P], got scalars")
+
+
 def ranking_accuracy(logp_w: jax.Array, logp_l: jax.Array) -> jax.Array:
   r"""Ranking accuracy: how often the chosen response is at least as likely.
 
@@ -358,10 +366,7 @@ def ranking_accuracy(logp_w: jax.Array, logp_l: jax.Array) -> jax.Array:
     tests/test_coverage.py::test_accuracies_by_hand,
     tests/test_coverage.py::test_idealized_accuracy_matches_fitted_dpo.
   """
-  _checks.check_same_shape(logp_w=logp_w, logp_l=logp_l)
-  if np.ndim(logp_w) < 1:
-    raise ValueError("logp_w and logp_l must have a pair axis [..., P], got "
-                     "scalars")
+  _check_pair_axis(logp_w=logp_w, logp_l=logp_l)
   right = jnp.asarray(logp_w) >= jnp.asarray(logp_l)
   return jnp.mean(right.astype(_checks.default_float()), axis=-1)
 
@@ -441,10 +446,7 @@ def idealized_ranking_accuracy(ref_logp_w: jax.Array, ref_logp_l: jax.Array,
     tests/test_coverage.py::test_accuracies_by_hand,
     tests/test_coverage.py::test_idealized_accuracy_matches_fitted_dpo.
   """
-  _checks.check_same_shape(ref_logp_w=ref_logp_w, ref_logp_l=ref_logp_l)
-  if np.ndim(ref_logp_w) < 1:
-    raise ValueError("ref_logp_w and ref_logp_l must have a pair axis "
-                     "[..., P], got scalars")
+  _check_pair_axis(ref_logp_w=ref_logp_w, ref_logp_l=ref_logp_l)
   _check_alpha_beta(alpha, beta)
   margin = (jnp.asarray(ref_logp_w) - jnp.asarray(ref_logp_l)
             + _log_odds(alpha, jnp.log(_UNANIMOUS_ODDS)) / beta)
