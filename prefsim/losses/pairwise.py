@@ -322,8 +322,10 @@ def bco_pair(chosen_logratios: _ArrayLike, rejected_logratios: _ArrayLike, *,
     The per-example loss, ``[...]``.
   References:
     Jung, Han, Kim, Shin, Lee, Kim. Binary Classifier Optimization for Large
-    Language Model Alignment. arXiv:2404.04656 (the BCO loss with reward
-    shift). Test: tests/losses/test_pairwise.py::test_matches_trl_formulas.
+    Language Model Alignment. arXiv:2404.04656v2 (ACL 2025), Eq. 8 (the
+    BCO loss with reward shift, rewards :math:`r_\theta = \beta h`) and
+    Eq. 7 (:math:`\delta` the mean of the chosen and rejected rewards,
+    kept as a moving average). Test: tests/losses/test_pairwise.py::test_matches_trl_formulas.
   """
   hw, hl = _common.pair(chosen_logratios, rejected_logratios, beta)
   delta = jax.lax.stop_gradient(jnp.asarray(delta, hw.dtype))
