@@ -426,6 +426,8 @@ def train_preference(model: GPT, ref_model: GPT | None, data: Any, *,
     tests/llm/test_train.py::test_every_pairwise_loss_trains_and_is_used,
     tests/llm/test_train.py::test_one_and_eight_devices_agree (slow),
     tests/llm/test_train.py::test_resume_is_bit_for_bit,
+    tests/llm/test_train.py::test_sigkill_then_resume_equals_an_uninterrupted_run
+    (slow),
     tests/llm/test_train.py::test_cached_reference_equals_online,
     tests/llm/test_train.py::test_gradient_accumulation_equals_full_batch,
     tests/llm/test_train.py::test_average_logps_reaches_the_log_ratios,

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 from flax import nnx
 import jax
@@ -12,6 +18,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from prefsim import llm
@@ -367,3 +374,61 @@ def test_one_and_eight_devices_agree():
   repo = pathlib.Path(__file__).resolve().parents[2]
   out = run_on_cpu_devices(_DEVICES, 8, cwd=repo, timeout=600)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def _cli(checkpoint_dir: pathlib.Path) -> list[str]:
+  return [sys.executable, "-m", "prefsim.llm", "--steps", str(_KILL_STEPS),
+          "--sft-steps", "1", "--pairs", "128", "--batch-size", "16",
+          "--width", "16", "--depth", "1", "--heads", "2", "--log-every",
+          "0", "--eval-prompts", "16", "--checkpoint-every", "10",
+          "--checkpoint-dir", str(checkpoint_dir)]
+
+
+_KILL_STEPS = 200
+
+
+def _saved_steps(directory: pathlib.Path) -> list[int]:
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+  """The command line is killed with SIGKILL (no clean-up runs, a save may be
+  under way) once a checkpoint exists and before the last step; the same
+  command then resumes from the latest complete checkpoint, and its final
+  parameters, optimiser state and metric history equal those of a run that
+  was never interrupted, bit for bit."""
+  # One persistent compilation cache for the three runs: only the first
+  # compiles.
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  killed, whole = tmp_path / "killed", tmp_path / "whole"
+  proc = subprocess.Popen(_cli(killed), env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while time.monotonic() < deadline and proc.poll() is None:
+    if killed.exists() and any(s >= 20 for s in _saved_steps(killed)):
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.01)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL, err[-2000:]
+  at_kill = _saved_steps(killed)
+  assert at_kill and max(at_kill) < _KILL_STEPS, at_kill
+  for directory in (killed, whole):
+    done = subprocess.run(_cli(directory), env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+  reader = ocp.StandardCheckpointer()
+  got = reader.restore((killed / str(_KILL_STEPS) / "state").resolve())
+  want = reader.restore((whole / str(_KILL_STEPS) / "state").resolve())
+  got_leaves, got_tree = jax.tree.flatten(got)
+  want_leaves, want_tree = jax.tree.flatten(want)
+  assert got_tree == want_tree
+  for a, b in zip(got_leaves, want_leaves):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  history = [json.loads((d / str(_KILL_STEPS) / "history" / "metadata")
+                        .read_text()) for d in (killed, whole)]
+  assert history[0] == history[1] and len(history[0]["loss"]) == _KILL_STEPS
