@@ -16,10 +16,12 @@ The tools:
 
 * **prefsim**: ``prefsim.sweep`` of :func:`prefsim.offline.offline_po` with
   ``problem_axis=0`` (one call: data sampling, then the steps).
-* **hand-written scan**: the same update written directly as
-  ``jit(vmap(vmap(lax.scan)))`` with the same data sampling and the same
-  per-step outputs, without :class:`prefsim.Algorithm`, ``run`` or ``sweep``
-  — the engine must add nothing to it.
+* **hand-written scan**: the same update (the gradient from
+  :func:`prefsim.offline.mean_loss_and_grad`, a plain gradient step, the
+  projection) written directly as ``jit(vmap(vmap(lax.scan)))`` with the
+  same data sampling and the same per-step outputs, without
+  :class:`prefsim.Algorithm`, ``run`` or ``sweep`` — the engine must add
+  nothing to it.
 * **NumPy**, the loop a user would write: the seeds in a Python loop, the
   steps in a Python loop, each step vectorised over the pairs and the five
   flip rates, the rDPO gradient written by hand
@@ -45,14 +47,22 @@ reported as rows, not judged. (Sampling was about 60 % of the sweep at
 ``n = 30,000`` while :func:`prefsim.data.sample_pairs` drew uniform prompts
 by a categorical over ``X``; it draws them with ``randint`` now.)
 
-Where prefsim's time goes: the step evaluates the loss and its two partial
-derivatives on the ``[X, K, K]`` tables, 6,400 entries per flip rate at
-every ``n``, where the NumPy peer evaluates the distinct triples only (about
-2,900 per flip rate at ``n = 3,000``, 5,590 at ``n = 30,000``), so the ratio
-is lowest at small ``n``. Per entry, :func:`prefsim.losses.rdpo`'s two
-log-sigmoids and their derivatives cost six ``exp``/``log1p``; the same step
-with IPO's quadratic loss (same tables, same reductions) ran about 2.5x
-faster (2-core CPU, 128 seeds, ``n = 3,000``).
+Where prefsim's time goes: the step evaluates the loss on the ``[X, K,
+K]`` tables, 6,400 entries per flip rate at every ``n``, where the NumPy
+peer evaluates the distinct triples only (about 2,900 per flip rate at
+``n = 3,000``, 5,590 at ``n = 30,000``), so the ratio is lowest at small
+``n``. Until :func:`prefsim.offline.mean_loss_and_grad`, the step took
+``jax.value_and_grad`` of :func:`prefsim.offline.mean_loss`, and about half
+of its time went to transposing ``[X, K, K]`` tables for the column sums of
+the loss's second-slot derivative. That function sums rows only (it
+evaluates the loss's derivative a second time, on the swapped tables) and
+writes out the log-ratios' pullback; the training steps (300 steps, 128
+seeds, ``n = 3,000``) took 3.55 and 3.91 s before, 1.99, 2.10 and 1.95 s
+after, and the ratio went from 6.60 and 6.16 to 12.5, 11.6 and 12.8 (full
+runs, old and new code alternating, on a 2-core CPU with other load, jax
+0.10.2). What is left is mostly three elementwise passes over the tables:
+the ``exp`` of the log-sigmoid, the loss value (its ``log1p``) and the two
+derivative tables (a division each, and the swapped table's ``exp``).
 """
 
 from __future__ import annotations
@@ -111,8 +121,8 @@ def _handwritten(keys, problems, n_pairs, n_steps):
     counts = offline.comparison_counts(data, n_prompts, n_responses)
 
     def body(theta, _):
-      value, grad = jax.value_and_grad(offline.mean_loss, 1)(
-          losses.rdpo, theta, counts, problem, eps=problem.eps)
+      value, grad = offline.mean_loss_and_grad(losses.rdpo, theta, counts,
+                                               problem, eps=problem.eps)
       new = offline.project_to_ball(theta - lr * grad, radius)
       return new, {"loss": value, "grad_norm": jnp.linalg.norm(grad),
                    "step_norm": jnp.linalg.norm(new - theta),
