@@ -179,19 +179,16 @@ def _logratios_and_pullback(
 ) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
   r""":func:`prefsim.loglinear.logratios` and its pullback, written out.
 
-  .. math:: h = \log\pi_\theta - \log\pi_{\rm ref}, \qquad
-            \nabla_\theta \textstyle\sum_{x,k} g[x,k]\,h[x,k]
+  .. math:: \nabla_\theta \textstyle\sum_{x,k} g[x,k]\,h[x,k]
             = \sum_{x,k}\bigl(g[x,k] - \pi_\theta(k\mid x)
               \textstyle\sum_{k'} g[x,k']\bigr)\,\phi(x,k)
 
-  The same values as ``jax.vjp(lambda t: loglinear.logratios(t, problem),
-  theta)``, in a form whose vmapped batch XLA:CPU lays out without
-  transposing it: :math:`\theta` first in the product with the features,
-  the prompt and response axes merged in the pullback's product, and sums
-  over responses as products with ones. The vmapped rDPO step of
-  ``benchmarks/rdpo_sweep.py`` took 6.4 ms with it, 7.9 ms with
-  ``jax.vjp`` of :func:`~prefsim.loglinear.logratios` (640 problems, one
-  interleaved measurement, jax 0.10, 2 cores).
+  The log-ratios come from :func:`prefsim.loglinear.logprobs`; the
+  pullback is the log-softmax Jacobian's transpose, the same values as
+  ``jax.vjp`` of :func:`~prefsim.loglinear.logratios`, with the prompt and
+  response axes merged in the product with the features and the sum over
+  responses a product with ones, a form whose vmapped batch XLA:CPU lays
+  out without transposing it.
 
   Args:
     theta: ``[D]`` parameters.
@@ -203,25 +200,16 @@ def _logratios_and_pullback(
   Raises:
     ValueError: when ``theta`` is not of shape ``[D]``.
   """
-  if jnp.shape(theta) != jnp.shape(problem.theta_star):
-    raise ValueError(f"theta must have shape [D] = "
-                     f"{jnp.shape(problem.theta_star)}, got {jnp.shape(theta)}")
-  exact = jax.lax.Precision.HIGHEST
-  logits = problem.ref_logprobs + jnp.einsum(
-      "d,xkd->xk", theta, problem.features, precision=exact)     # [X, K]
-  shifted = logits - jax.lax.stop_gradient(
-      jnp.max(logits, axis=-1, keepdims=True))
-  unnormalised = jnp.exp(shifted)
-  partition = _row_sums(unnormalised)                             # [X]
-  h = shifted - jnp.log(partition)[..., None] - problem.ref_logprobs
-  probs = unnormalised / partition[..., None]                     # pi_theta
+  logp = loglinear.logprobs(theta, problem)                       # [X, K]
+  probs = jnp.exp(logp)
 
   def pullback(g: jax.Array) -> jax.Array:
     centred = (g - probs * _row_sums(g)[..., None]).reshape(-1)   # [X K]
     features = problem.features.reshape(centred.shape[0], -1)     # [X K, D]
-    return jnp.einsum("n,nd->d", centred, features, precision=exact)
+    return jnp.einsum("n,nd->d", centred, features,
+                      precision=jax.lax.Precision.HIGHEST)
 
-  return h, pullback
+  return logp - problem.ref_logprobs, pullback
 
 
 def mean_loss_and_grad(loss: PairwiseLoss, theta: jax.Array,
