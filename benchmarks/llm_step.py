@@ -102,7 +102,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 import optax
 import torch
 import torch.nn.functional as F
@@ -221,23 +221,15 @@ def _prefsim_step(policy: GPT, ref: GPT, data: Any, optimizer: Any):
   spec = new[0]
   step_fn = cache[spec]
   mesh = spec.mesh
-  replicated = NamedSharding(mesh, PartitionSpec())
-
-  def place(model):
-    _, params = nnx.split(model)
-    return jax.device_put(params, train.param_shardings(params, mesh,
-                                                        spec.rules))
-
-  params, ref_params = place(nnx.clone(policy)), place(ref)
-  opt_state = jax.tree.map(
-      lambda x: x if (isinstance(x.sharding, NamedSharding)
-                      and x.sharding.mesh == mesh)
-      else jax.device_put(x, replicated), jax.jit(optimizer.init)(params))
+  params, opt_state = train.place_state(nnx.split(nnx.clone(policy))[1],
+                                        optimizer, mesh, spec.rules)
+  ref_params, _ = train.place_state(nnx.split(ref)[1], None, mesh,
+                                    spec.rules)
   p = data.chosen.shape[0]
   batch = jax.device_put(
       {f: np.asarray(getattr(data, f)).reshape(1, p, -1)
        for f in ("chosen", "rejected", "chosen_mask", "rejected_mask")},
-      NamedSharding(mesh, PartitionSpec(None, "data")))
+      NamedSharding(mesh, train.BATCH_SPEC))
   return step_fn, params, opt_state, ref_params, batch, seconds
 
 

@@ -85,13 +85,17 @@ from prefsim import losses
 from prefsim.llm.logps import sequence_logps
 from prefsim.llm.model import GPT
 
-__all__ = ["DEFAULT_RULES", "TrainResult", "main", "param_shardings",
-           "train_preference"]
+__all__ = ["BATCH_SPEC", "DEFAULT_RULES", "TrainResult", "main",
+           "param_shardings", "place_state", "train_preference"]
 
 DEFAULT_RULES = (("vocab", "model"), ("context", None), ("embed", "data"),
                  ("heads", "model"), ("head_dim", None), ("mlp", "model"))
 """Logical axis -> mesh axis: FSDP over ``data`` on ``embed``, tensor
 parallelism over ``model``."""
+
+BATCH_SPEC = P(None, "data")
+"""The batch's sharding: ``[micro_batches, micro, ...]`` arrays split over
+``data`` along the micro-batch."""
 
 _METRICS = ("loss", "accuracy", "margin", "kl_ref")
 _DATA_FIELDS = ("chosen", "rejected", "chosen_mask", "rejected_mask")
@@ -132,6 +136,36 @@ def param_shardings(state: Any, mesh: Mesh,
     return NamedSharding(mesh, P(*axes))
 
   return jax.tree.map(fit, specs, state)
+
+
+def place_state(params: Any, optimizer: optax.GradientTransformation | None,
+                mesh: Mesh, rules: tuple = DEFAULT_RULES) -> tuple[Any, Any]:
+  """Parameters on ``mesh`` by :func:`param_shardings`, and a fresh
+  optimiser state that follows them: the state the trainer starts from.
+
+  Optimiser leaves built from the parameters keep their sharding; the rest
+  (step counts) is replicated over the mesh.
+
+  Args:
+    params: an ``nnx.State`` of parameters.
+    optimizer: an ``optax.GradientTransformation``; None: no state.
+    mesh: a ``Mesh`` with axes ``data`` and ``model``.
+    rules: logical axis rules (:data:`DEFAULT_RULES`).
+  Returns:
+    ``(params, opt_state)`` placed on ``mesh`` (``opt_state`` None without an
+    optimiser).
+  """
+  params = jax.device_put(params, param_shardings(params, mesh, rules))
+  if optimizer is None:
+    return params, None
+  replicated = NamedSharding(mesh, P())
+
+  def on_mesh(x):
+    if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
+      return x
+    return jax.device_put(x, replicated)
+
+  return params, jax.tree.map(on_mesh, jax.jit(optimizer.init)(params))
 
 
 def _loss_kind(name: str) -> tuple[Callable[..., jax.Array], str]:
@@ -483,27 +517,16 @@ def train_preference(model: GPT, ref_model: GPT | None, data: Any, *,
     raise ValueError("ref_margins is computed by the trainer; do not pass it")
 
   graphdef, params = nnx.split(model)
-  shardings = param_shardings(params, mesh, rules)
-  params = jax.device_put(params, shardings)
-  replicated = NamedSharding(mesh, P())
-
-  def on_mesh(x):
-    # Optimiser state built from the parameters keeps their sharding; the
-    # rest (step counts) is replicated over the mesh.
-    if isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh:
-      return x
-    return jax.device_put(x, replicated)
-
-  opt_state = jax.tree.map(on_mesh, jax.jit(optimizer.init)(params))
+  params, opt_state = place_state(params, optimizer, mesh, rules)
+  shardings = jax.tree.map(lambda x: x.sharding, params)
   opt_shardings = jax.tree.map(lambda x: x.sharding, opt_state)
-  batch_sharding = NamedSharding(mesh, P(None, "data"))
+  batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
   cached = None
   ref_graphdef = ref_params = None
   if not reference_free:
     ref_graphdef, ref_params = nnx.split(ref_model)
-    ref_params = jax.device_put(ref_params,
-                                param_shardings(ref_params, mesh, rules))
+    ref_params, _ = place_state(ref_params, None, mesh, rules)
     if ref_logps == "cached":
       cached = _cached_ref_logps(ref_graphdef, ref_params, arrays, micro,
                                  average_logps, cache_dir)
