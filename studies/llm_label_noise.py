@@ -189,5 +189,5 @@ def run(ctx: Context) -> Report:
             "final_win_rate": {_label(*run): w.tolist()
                                for run, w in win.items()}}
   return Report(figure=_figure(res, steps, cfg), series=series,
-                claims=claims, config={**key, "beta": BETA},
+                claims=claims, config=key,
                 seeds=list(range(cfg["seeds"])))

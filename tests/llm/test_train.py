@@ -376,15 +376,15 @@ def test_one_and_eight_devices_agree():
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 
+_KILL_STEPS = 200
+
+
 def _cli(checkpoint_dir: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "prefsim.llm", "--steps", str(_KILL_STEPS),
           "--sft-steps", "1", "--pairs", "128", "--batch-size", "16",
           "--width", "16", "--depth", "1", "--heads", "2", "--log-every",
           "0", "--eval-prompts", "16", "--checkpoint-every", "10",
           "--checkpoint-dir", str(checkpoint_dir)]
-
-
-_KILL_STEPS = 200
 
 
 def _saved_steps(directory: pathlib.Path) -> list[int]:
